@@ -1,0 +1,3 @@
+from star.cli import main
+
+raise SystemExit(main())

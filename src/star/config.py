@@ -1,0 +1,249 @@
+"""The run configuration: one frozen, typed object, saved resolved into every run directory.
+
+Every field carries its help text, so the CLI options, the YAML file and the saved
+`config.yaml` all come from this one place. Defaults are the paper's values (method.md §3)
+except for the sizes, which a user always sets for their budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from star import __version__
+from star.errors import ConfigError
+
+
+def _opt(default: Any, help: str, flag: str | None = None, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _opt(
+        "smollm2-135m",
+        "base model: 'smollm2-135m' (embedded), 'tiny-random' (tests) or a local HF folder",
+        flag="model",
+    )
+    dtype: str = _opt(
+        "auto",
+        "weights dtype; auto = bfloat16 on GPUs and AMX CPUs, float32 elsewhere",
+        choices=("auto", "float32", "bfloat16"),
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    pool_size: int | None = _opt(None, "unlabelled pool: this many train rows (seeded); all if unset")
+    eval_size: int | None = _opt(None, "evaluation rows from the test split (fixed); all if unset")
+    max_prompt_tokens: int = _opt(128, "prompts are cut to this many tokens, keeping the end")
+    max_target_tokens: int = _opt(256, "answers are cut to this many tokens")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    init_size: int = _opt(500, "round 0: this many random pool examples are labelled")
+    query_size: int = _opt(500, "examples labelled after each round but the last")
+    rounds: int = _opt(10, "trained rounds (the paper: 10)")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = _opt(64, "LoRA rank", flag="lora-r")
+    alpha: int = _opt(16, "LoRA alpha (scale = alpha / r)", flag="lora-alpha")
+    dropout: float = _opt(0.1, "LoRA dropout on the A-branch input", flag="lora-dropout")
+    target_modules: tuple[str, ...] = _opt(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "comma-separated module names that get LoRA adapters",
+        flag="lora-targets",
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = _opt(1.5e-4, "AdamW peak learning rate, linear decay to 0, no warm-up")
+    epochs: int = _opt(3, "epochs over the labelled set each round")
+    batch_size: int = _opt(8, "training examples per optimiser step")
+    grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
+    b_decay: float = _opt(
+        0.5, "hybrid regulariser: decoupled weight decay on lora_B (0 on lora_A); 0 = off"
+    )
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    score_batch_tokens: int = _opt(
+        4096, "token budget of one scoring batch (prompt + answer, after padding)"
+    )
+    eval_batch_size: int = _opt(32, "prompts generated together during evaluation")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = _opt("obqa", "task: obqa, boolq or gsm8k")
+    strategy: str = _opt("random", "query strategy (see `star strategies`)")
+    seed: int = _opt(0, "seed for the initial sample, the pool and training")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    star_version: str = __version__
+
+    def __post_init__(self) -> None:
+        from star.strategies import STRATEGIES
+        from star.tasks import TASKS
+
+        _check_choice("task", self.task, tuple(TASKS))
+        _check_choice("strategy", self.strategy, tuple(STRATEGIES))
+        _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16"))
+        for name, value in flat_items(self):
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{name} must not be negative, got {value}")
+        for name in ("loop.rounds", "loop.init_size", "train.epochs", "train.batch_size",
+                     "lora.r", "inference.score_batch_tokens", "inference.eval_batch_size"):
+            if get_path(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {get_path(self, name)}")
+        if not 0 <= self.lora.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
+        if self.loop.rounds > 1 and self.loop.query_size < 1:
+            raise ConfigError("loop.query_size must be at least 1 when loop.rounds > 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-ready dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable field, as the CLI and the YAML file see it."""
+
+    path: str  # dotted, e.g. "loop.init_size"
+    flag: str  # CLI spelling without dashes, e.g. "init-size"
+    type: type
+    help: str
+    default: Any
+    choices: tuple | None
+
+
+def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
+    """Every leaf field of the config, in declaration order (star_version excluded)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "star_version":
+            continue
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from options(hint, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = f.metadata.get("flag") or f.name.replace("_", "-")
+        yield Option(
+            f"{prefix}{f.name}", flag, _leaf_type(hint), f.metadata["help"], default,
+            f.metadata.get("choices"),
+        )
+
+
+def _leaf_type(hint: Any) -> type:
+    """`int | None` -> int, `tuple[str, ...]` -> tuple."""
+    if isinstance(hint, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) or hint
+
+
+def coerce(option: Option, value: Any, where: str) -> Any:
+    """Turn a YAML or command-line value into the field's type, or say what is wrong."""
+    if value is None:
+        return None
+    try:
+        if option.type is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if option.type is int and isinstance(value, float | bool):
+            raise ValueError
+        if option.type is float and isinstance(value, bool):
+            raise ValueError
+        return option.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: {option.path} must be {option.type.__name__}, got {value!r}"
+        ) from None
+
+
+def build(overrides: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """A config from `base` (defaults if None) with dotted-path overrides applied."""
+    tree = (base or RunConfig()).to_dict()
+    for path, value in overrides.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return from_dict(tree, "config")
+
+
+def from_dict(tree: Mapping[str, Any], where: str) -> RunConfig:
+    """Validate a nested dict (YAML) into a RunConfig; unknown keys are errors, not ignored."""
+    known = {o.path: o for o in options()}
+    flat = dict(_flatten(tree))
+    version = flat.pop("star_version", __version__)
+    unknown = sorted(set(flat) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {"star_version": str(version)}
+    for path, value in flat.items():
+        value = coerce(known[path], value, where)
+        if "." in path:
+            section, name = path.split(".", 1)
+            sections.setdefault(section, {})[name] = value
+        else:
+            top[path] = value
+    hints = typing.get_type_hints(RunConfig)
+    for section, values in sections.items():
+        top[section] = hints[section](**values)
+    return RunConfig(**top)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def flat_items(config: RunConfig) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) for every field, star_version included."""
+    yield from _flatten(config.to_dict())
+
+
+def get_path(config: RunConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted paths whose values differ, for the 'different config' refusal."""
+    fa, fb = dict(flat_items(a)), dict(flat_items(b))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))

