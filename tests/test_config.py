@@ -1,0 +1,86 @@
+"""The frozen config: defaults, overrides, validation, YAML round trip, differences."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from star import __version__
+from star import config as cfg
+from star.cli import build_parser, resolve_config
+from star.errors import ConfigError
+
+
+def test_defaults_are_the_papers():
+    c = cfg.RunConfig()
+    assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (64, 16, 0.1)
+    assert (c.train.lr, c.train.epochs, c.train.batch_size, c.train.grad_clip) == (
+        1.5e-4, 3, 8, 1.0)
+    assert c.train.b_decay == 0.5
+    assert (c.loop.init_size, c.loop.query_size, c.loop.rounds) == (500, 500, 10)
+    assert (c.data.max_prompt_tokens, c.data.max_target_tokens) == (128, 256)
+    assert c.star_version == __version__
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.RunConfig().seed = 3
+
+
+def test_build_applies_dotted_overrides_and_round_trips():
+    c = cfg.build({"loop.rounds": 3, "lora.target_modules": ("q_proj",), "task": "boolq"})
+    assert (c.loop.rounds, c.lora.target_modules, c.task) == (3, ("q_proj",), "boolq")
+    again = cfg.from_dict(yaml.safe_load(yaml.safe_dump(c.to_dict())), "x")
+    assert again == c
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [({"task": "mnist"}, "unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
+     ({"strategy": "magic"}, "unknown strategy 'magic'"),
+     ({"loop.rounds": 0}, "loop.rounds must be at least 1"),
+     ({"train.lr": -1.0}, "train.lr must not be negative"),
+     ({"lora.dropout": 1.0}, r"lora.dropout must be in \[0, 1\)"),
+     ({"model.dtype": "int8"}, "unknown model.dtype 'int8'")],
+)
+def test_invalid_values_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.build(overrides)
+
+
+def test_unknown_and_mistyped_keys_are_errors():
+    with pytest.raises(ConfigError, match="f.yaml: unknown key.* loop.rund"):
+        cfg.from_dict({"loop": {"rund": 3}}, "f.yaml")
+    with pytest.raises(ConfigError, match="f.yaml: loop.rounds must be int, got 'three'"):
+        cfg.from_dict({"loop": {"rounds": "three"}}, "f.yaml")
+    with pytest.raises(ConfigError, match="loop.rounds must be int, got 2.5"):
+        cfg.from_dict({"loop": {"rounds": 2.5}}, "f.yaml")
+
+
+def test_differences_lists_dotted_keys():
+    a = cfg.build({})
+    b = cfg.build({"loop.rounds": 2, "seed": 7})
+    assert cfg.differences(a, b) == ["loop.rounds", "seed"]
+    assert cfg.differences(a, a) == []
+
+
+def test_command_line_overrides_file_overrides_defaults(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("task: boolq\nseed: 4\nloop:\n  rounds: 5\n  init_size: 16\n")
+    args = build_parser().parse_args(
+        ["run", "--out", str(tmp_path / "run"), "--config", str(file), "--rounds", "2",
+         "--lora-targets", "q_proj,v_proj"])
+    c = resolve_config(args)
+    assert (c.task, c.seed, c.loop.rounds, c.loop.init_size) == ("boolq", 4, 2, 16)
+    assert c.lora.target_modules == ("q_proj", "v_proj")
+    assert c.loop.query_size == cfg.LoopConfig().query_size
+
+
+def test_every_option_has_a_flag_and_help():
+    flags = [o.flag for o in cfg.options()]
+    assert len(flags) == len(set(flags))
+    for needed in ("task", "strategy", "model", "init-size", "query-size", "rounds", "pool-size",
+                   "eval-size", "seed", "lora-r", "lora-alpha", "lora-dropout", "lr", "epochs",
+                   "batch-size", "b-decay"):
+        assert needed in flags
+    assert all(o.help for o in cfg.options())

@@ -1,0 +1,74 @@
+"""JSONL reading with file:line errors, tokenisation and padding-light batching."""
+
+import pytest
+import torch
+
+from star.data import (IGNORE, Encoded, Example, collate, encode, length_grouped_batches,
+                       read_jsonl, token_budget_batches)
+from star.errors import BadInputError
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    path.write_text('{"question": "q", "answer": "a"}\n\n{"question": "q2", answer}\n')
+    with pytest.raises(BadInputError, match=r"pool\.jsonl:3: invalid JSON"):
+        read_jsonl(path, ("question", "answer"))
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [('{"question": "q"}', "missing or empty field 'answer'"),
+     ('{"question": "  ", "answer": "a"}', "missing or empty field 'question'"),
+     ('["not", "an", "object"]', "expected a JSON object")],
+)
+def test_read_jsonl_rejects_bad_rows(tmp_path, line, message):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"question": "q", "answer": "a"}\n' + line + "\n")
+    with pytest.raises(BadInputError, match=r"x\.jsonl:2: " + message):
+        read_jsonl(path, ("question", "answer"))
+
+
+def test_read_jsonl_rejects_non_utf8_and_missing(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(BadInputError, match="not UTF-8"):
+        read_jsonl(path, ())
+    with pytest.raises(BadInputError, match="no such file"):
+        read_jsonl(tmp_path / "absent.jsonl", ())
+
+
+def test_collate_masks_everything_but_the_answer():
+    batch = collate([Encoded([5, 6, 7], [8, 9]), Encoded([5], [4])], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 0, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    i = IGNORE
+    assert batch.labels.tolist() == [[i, i, i, 8, 9], [i, 4, i, i, i]]
+
+
+def test_encode_cuts_prompt_from_the_left_and_adds_eos_for_training(tiny):
+    _, tok = tiny
+    ex = Example("x", "one two three four five", "six seven", "six")
+    (plain,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1, with_eos=False)
+    (train,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1, with_eos=True)
+    full = tok(ex.prompt, add_special_tokens=False)["input_ids"]
+    assert plain.prompt_ids == full[-2:]
+    assert plain.target_ids == tok("six seven", add_special_tokens=False)["input_ids"][:1]
+    assert train.target_ids == plain.target_ids + [tok.eos_token_id]
+
+
+def test_token_budget_batches_sorts_and_respects_budget():
+    lengths = [5, 1, 9, 3, 3, 20]
+    batches = token_budget_batches(lengths, budget=10)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches == [[1, 3, 4], [0], [2], [5]]
+    for b in batches[:-1]:
+        assert len(b) * max(lengths[i] for i in b) <= 10
+
+
+def test_length_grouped_batches_cover_all_once_and_are_seeded():
+    lengths = list(range(50))
+    a = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1))
+    b = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1))
+    assert a == b
+    assert sorted(i for batch in a for i in batch) == lengths
+    assert all(len(batch) <= 8 for batch in a)

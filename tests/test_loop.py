@@ -1,0 +1,132 @@
+"""End-to-end runs on the tiny model: files, resume equals an uninterrupted run, refusals."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from star import config as cfg
+from star import loop
+from star.errors import ConfigError, RunDirError
+
+SMALL = {"task": "obqa", "strategy": "pe", "model.name": "tiny-random", "loop.init_size": 8,
+         "loop.query_size": 8, "loop.rounds": 3, "data.pool_size": 64, "data.eval_size": 16,
+         "seed": 0, "lora.r": 8}
+
+
+def small(**overrides):
+    return cfg.build({**SMALL, **overrides})
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    metrics = loop.run(small(), out)
+    return out, metrics
+
+
+def test_run_writes_every_file(full_run):
+    out, metrics = full_run
+    assert [m["round"] for m in metrics] == [0, 1, 2]
+    assert [m["n_labeled"] for m in metrics] == [8, 16, 24]
+    assert read(out / "metrics.jsonl") == metrics
+    for m in metrics:
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["train_loss"] > 0 and m["seconds"] > 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["star_version"] and saved["loop"]["rounds"] == 3
+    assert cfg.from_dict(saved, "config.yaml") == small()
+
+    labeled = read(out / "labeled.jsonl")
+    assert len(labeled) == 24 and len({r["id"] for r in labeled}) == 24
+    assert sorted(r["round"] for r in labeled) == [0] * 8 + [1] * 8 + [2] * 8
+    for k in range(3):
+        rd = out / "rounds" / f"{k:03d}"
+        assert (rd / "adapter" / "adapter_model.safetensors").is_file()
+        assert json.loads((rd / "adapter" / "adapter_config.json").read_text())["r"] == 8
+        assert len(read(rd / "eval.jsonl")) == 16
+    assert not (out / "rounds" / "002" / "selected.jsonl").exists()  # last round selects nothing
+
+
+def test_selection_is_the_top_scores_of_unseen_ids(full_run):
+    out, _ = full_run
+    labeled = read(out / "labeled.jsonl")
+    for k in (0, 1):
+        selected = read(out / "rounds" / f"{k:03d}" / "selected.jsonl")
+        assert [s["rank"] for s in selected] == list(range(8))
+        scores = [s["score"] for s in selected]
+        assert scores == sorted(scores, reverse=True)
+        before = {r["id"] for r in labeled if r["round"] <= k}
+        assert not before & {s["id"] for s in selected}
+        assert {s["id"] for s in selected} == {r["id"] for r in labeled if r["round"] == k + 1}
+
+
+def test_resume_after_round_1_equals_uninterrupted(full_run, tmp_path):
+    out, metrics = full_run
+
+    def stop_after_round_1(row):
+        if row["round"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(small(), tmp_path / "run", on_round=stop_after_round_1)
+    assert len(read(tmp_path / "run" / "metrics.jsonl")) == 2
+    resumed = loop.run(small(), tmp_path / "run")
+    assert (tmp_path / "run" / "labeled.jsonl").read_text() == (out / "labeled.jsonl").read_text()
+    assert [m["accuracy"] for m in resumed] == [m["accuracy"] for m in metrics]
+
+
+def test_kill_during_scoring_redoes_the_round(full_run, tmp_path, monkeypatch):
+    """Labels written by a round that never committed are ignored on resume."""
+    out, _ = full_run
+    real_select = loop.Run.select
+    calls = []
+
+    def select_then_die(self, model, k, labeled):
+        real_select(self, model, k, labeled)  # labels for round k+1 are on disk now
+        calls.append(k)
+        if k == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Run, "select", select_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(small(), tmp_path / "run")
+    monkeypatch.setattr(loop.Run, "select", real_select)
+    loop.run(small(), tmp_path / "run")
+    assert (tmp_path / "run" / "labeled.jsonl").read_text() == (out / "labeled.jsonl").read_text()
+
+
+def test_finished_run_reruns_nothing(full_run, tmp_path):
+    out, metrics = full_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = (copy / "metrics.jsonl").stat().st_mtime_ns
+    assert loop.run(small(), copy) == metrics
+    assert (copy / "metrics.jsonl").stat().st_mtime_ns == before
+
+
+def test_different_config_is_refused_naming_the_keys(full_run):
+    out, _ = full_run
+    with pytest.raises(RunDirError, match=r"different config \(loop.rounds, seed differ\)"):
+        loop.run(small(**{"loop.rounds": 4, "seed": 1}), out)
+
+
+def test_other_version_is_refused(full_run, tmp_path):
+    out, _ = full_run
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    text = (copy / "config.yaml").read_text().replace("star_version: ", "star_version: 0.0.1-")
+    (copy / "config.yaml").write_text(text)
+    with pytest.raises(RunDirError, match="was written by star 0.0.1-"):
+        loop.run(small(), copy)
+
+
+def test_budget_larger_than_pool_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="budget .* = 24\\) exceeds the pool of 20"):
+        loop.run(small(**{"data.pool_size": 20}), tmp_path / "run")
+    with pytest.raises(ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows"):
+        loop.run(small(**{"data.pool_size": 99999}), tmp_path / "run2")

@@ -1,0 +1,41 @@
+"""Model loading: the embedded SmolLM2 answers a real OBQA question; LoRA attaches and detaches."""
+
+import torch
+
+from star import model as models
+from star.config import LoraConfig, ModelConfig
+from star.data import encode
+from star.evaluate import generate
+from star.tasks import TASKS, load_split
+
+
+def test_embedded_model_answers_an_obqa_question():
+    model, tok = models.load(ModelConfig(name=models.EMBEDDED))
+    assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+    assert tok.eos_token == tok.pad_token == "<|im_end|>"
+    example = load_split("obqa", "test")[0]
+    prompts = encode([example], tok, 128, 4, with_eos=False)
+    (text,) = generate(model, tok, prompts, max_new_tokens=8, batch_size=1)
+    assert text.strip(), "the model produced no text"
+    predicted, _ = TASKS["obqa"].grade(text, example.answer)
+    assert predicted in {"A", "B", "C", "D"}, text
+
+
+def test_pick_dtype():
+    cpu = torch.device("cpu")
+    assert models.pick_dtype("float32", cpu) == torch.float32
+    assert models.pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert models.pick_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
+
+
+def test_lora_attaches_fresh_and_unloads_to_the_same_base(tiny):
+    base, _ = tiny
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    peft = models.attach_lora(base, LoraConfig(r=4, target_modules=("q_proj", "v_proj")), seed=1)
+    trainable = [n for n, p in peft.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all(torch.count_nonzero(p) == 0 for n, p in peft.named_parameters() if "lora_B" in n)
+    restored = peft.unload()
+    after = restored.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
