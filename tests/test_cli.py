@@ -11,8 +11,9 @@ from star.cli import build_parser, main
 
 
 def star(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "star", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "star", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_run_help_explains_every_option(capsys):
@@ -34,14 +35,32 @@ def test_top_help_lists_subcommands(capsys):
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["--task", "mnist"], "star: error: unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
-     (["--strategy", "magic"], "star: error: unknown strategy 'magic'"),
-     (["--model", "/no/such/folder"], "star: error: model '/no/such/folder' is neither"),
-     (["--rounds", "many"], "star: error: --rounds: loop.rounds must be int, got 'many'")],
+    [
+        (["--task", "mnist"], "star: error: unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
+        (["--strategy", "magic"], "star: error: unknown strategy 'magic'"),
+        (["--model", "/no/such/folder"], "star: error: model '/no/such/folder' is neither"),
+        (["--rounds", "many"], "star: error: --rounds: loop.rounds must be int, got 'many'"),
+    ],
 )
 def test_bad_options_give_one_line(tmp_path, capsys, args, message):
-    code = main(["run", "--out", str(tmp_path / "r"), "--model", "tiny-random", "--pool-size",
-                 "64", "--init-size", "8", "--query-size", "8", "--rounds", "2", *args])
+    code = main(
+        [
+            "run",
+            "--out",
+            str(tmp_path / "r"),
+            "--model",
+            "tiny-random",
+            "--pool-size",
+            "64",
+            "--init-size",
+            "8",
+            "--query-size",
+            "8",
+            "--rounds",
+            "2",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(message) and err.count("\n") == 1
@@ -70,9 +89,29 @@ def test_strategies_lists_the_registry():
 def test_acceptance_command(tmp_path):
     """The issue's command, as a subprocess: it finishes and writes the run directory."""
     out = tmp_path / "run"
-    result = star("run", "--task", "obqa", "--strategy", "pe", "--model", "tiny-random",
-                  "--init-size", "8", "--query-size", "8", "--rounds", "2", "--pool-size", "64",
-                  "--eval-size", "16", "--seed", "0", "--out", str(out))
+    result = star(
+        "run",
+        "--task",
+        "obqa",
+        "--strategy",
+        "pe",
+        "--model",
+        "tiny-random",
+        "--init-size",
+        "8",
+        "--query-size",
+        "8",
+        "--rounds",
+        "2",
+        "--pool-size",
+        "64",
+        "--eval-size",
+        "16",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     table = [line.split() for line in result.stdout.splitlines()[2:]]
     assert [row[:2] for row in table] == [["0", "8"], ["1", "16"]]

@@ -15,7 +15,11 @@ def test_defaults_are_the_papers():
     c = cfg.RunConfig()
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (64, 16, 0.1)
     assert (c.train.lr, c.train.epochs, c.train.batch_size, c.train.grad_clip) == (
-        1.5e-4, 3, 8, 1.0)
+        1.5e-4,
+        3,
+        8,
+        1.0,
+    )
     assert c.train.b_decay == 0.5
     assert (c.loop.init_size, c.loop.query_size, c.loop.rounds) == (500, 500, 10)
     assert (c.data.max_prompt_tokens, c.data.max_target_tokens) == (128, 256)
@@ -36,12 +40,14 @@ def test_build_applies_dotted_overrides_and_round_trips():
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [({"task": "mnist"}, "unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
-     ({"strategy": "magic"}, "unknown strategy 'magic'"),
-     ({"loop.rounds": 0}, "loop.rounds must be at least 1"),
-     ({"train.lr": -1.0}, "train.lr must not be negative"),
-     ({"lora.dropout": 1.0}, r"lora.dropout must be in \[0, 1\)"),
-     ({"model.dtype": "int8"}, "unknown model.dtype 'int8'")],
+    [
+        ({"task": "mnist"}, "unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
+        ({"strategy": "magic"}, "unknown strategy 'magic'"),
+        ({"loop.rounds": 0}, "loop.rounds must be at least 1"),
+        ({"train.lr": -1.0}, "train.lr must not be negative"),
+        ({"lora.dropout": 1.0}, r"lora.dropout must be in \[0, 1\)"),
+        ({"model.dtype": "int8"}, "unknown model.dtype 'int8'"),
+    ],
 )
 def test_invalid_values_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -68,8 +74,18 @@ def test_command_line_overrides_file_overrides_defaults(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("task: boolq\nseed: 4\nloop:\n  rounds: 5\n  init_size: 16\n")
     args = build_parser().parse_args(
-        ["run", "--out", str(tmp_path / "run"), "--config", str(file), "--rounds", "2",
-         "--lora-targets", "q_proj,v_proj"])
+        [
+            "run",
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(file),
+            "--rounds",
+            "2",
+            "--lora-targets",
+            "q_proj,v_proj",
+        ]
+    )
     c = resolve_config(args)
     assert (c.task, c.seed, c.loop.rounds, c.loop.init_size) == ("boolq", 4, 2, 16)
     assert c.lora.target_modules == ("q_proj", "v_proj")
@@ -79,8 +95,23 @@ def test_command_line_overrides_file_overrides_defaults(tmp_path):
 def test_every_option_has_a_flag_and_help():
     flags = [o.flag for o in cfg.options()]
     assert len(flags) == len(set(flags))
-    for needed in ("task", "strategy", "model", "init-size", "query-size", "rounds", "pool-size",
-                   "eval-size", "seed", "lora-r", "lora-alpha", "lora-dropout", "lr", "epochs",
-                   "batch-size", "b-decay"):
+    for needed in (
+        "task",
+        "strategy",
+        "model",
+        "init-size",
+        "query-size",
+        "rounds",
+        "pool-size",
+        "eval-size",
+        "seed",
+        "lora-r",
+        "lora-alpha",
+        "lora-dropout",
+        "lr",
+        "epochs",
+        "batch-size",
+        "b-decay",
+    ):
         assert needed in flags
     assert all(o.help for o in cfg.options())

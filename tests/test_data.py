@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from star.data import (IGNORE, Encoded, Example, collate, encode, length_grouped_batches,
-                       read_jsonl, token_budget_batches)
+from star.data import (
+    IGNORE,
+    Encoded,
+    Example,
+    collate,
+    encode,
+    length_grouped_batches,
+    read_jsonl,
+    token_budget_batches,
+)
 from star.errors import BadInputError
 
 
@@ -17,9 +25,11 @@ def test_read_jsonl_names_file_and_line(tmp_path):
 
 @pytest.mark.parametrize(
     "line,message",
-    [('{"question": "q"}', "missing or empty field 'answer'"),
-     ('{"question": "  ", "answer": "a"}', "missing or empty field 'question'"),
-     ('["not", "an", "object"]', "expected a JSON object")],
+    [
+        ('{"question": "q"}', "missing or empty field 'answer'"),
+        ('{"question": "  ", "answer": "a"}', "missing or empty field 'question'"),
+        ('["not", "an", "object"]', "expected a JSON object"),
+    ],
 )
 def test_read_jsonl_rejects_bad_rows(tmp_path, line, message):
     path = tmp_path / "x.jsonl"

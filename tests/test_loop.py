@@ -10,9 +10,18 @@ from star import config as cfg
 from star import loop
 from star.errors import ConfigError, RunDirError
 
-SMALL = {"task": "obqa", "strategy": "pe", "model.name": "tiny-random", "loop.init_size": 8,
-         "loop.query_size": 8, "loop.rounds": 3, "data.pool_size": 64, "data.eval_size": 16,
-         "seed": 0, "lora.r": 8}
+SMALL = {
+    "task": "obqa",
+    "strategy": "pe",
+    "model.name": "tiny-random",
+    "loop.init_size": 8,
+    "loop.query_size": 8,
+    "loop.rounds": 3,
+    "data.pool_size": 64,
+    "data.eval_size": 16,
+    "seed": 0,
+    "lora.r": 8,
+}
 
 
 def small(**overrides):

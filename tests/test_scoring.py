@@ -1,4 +1,4 @@
-"""The fast scorer against a naive reference: full logits at every position, one example at a time."""
+"""The fast scorer against a naive reference: full logits everywhere, one example at a time."""
 
 import torch
 

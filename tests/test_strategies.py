@@ -11,8 +11,11 @@ from star.strategies import STRATEGIES, Selected, Signals, select_top_k
 def test_select_top_k_takes_the_highest_scores():
     ids = ["e", "d", "c", "b", "a"]
     chosen = select_top_k(ids, torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3]), k=3)
-    assert chosen == [Selected("d", pytest.approx(0.9), 0), Selected("b", pytest.approx(0.7), 1),
-                      Selected("c", pytest.approx(0.5), 2)]
+    assert chosen == [
+        Selected("d", pytest.approx(0.9), 0),
+        Selected("b", pytest.approx(0.7), 1),
+        Selected("c", pytest.approx(0.5), 2),
+    ]
 
 
 def test_ties_go_to_the_smaller_id():
@@ -27,9 +30,11 @@ def test_k_larger_than_pool_takes_all_and_empty_pool_is_an_error():
 
 
 def fake_signals(n: int, seed: int = 0) -> Signals:
-    scores = SequenceScores(pe=torch.arange(n, dtype=torch.float),
-                            token_entropy=torch.arange(n, 0, -1, dtype=torch.float),
-                            n_tokens=torch.ones(n, dtype=torch.long))
+    scores = SequenceScores(
+        pe=torch.arange(n, dtype=torch.float),
+        token_entropy=torch.arange(n, 0, -1, dtype=torch.float),
+        n_tokens=torch.ones(n, dtype=torch.long),
+    )
     return Signals(size=n, generator=torch.Generator().manual_seed(seed), tuned=lambda: scores)
 
 

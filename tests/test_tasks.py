@@ -60,8 +60,12 @@ def test_gsm8k_compares_numbers():
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("the correct answer is true", "true"), (" False. It is not", "false"),
-     ("trueish maybe", None), ("yes, true and false", "true")],
+    [
+        ("the correct answer is true", "true"),
+        (" False. It is not", "false"),
+        ("trueish maybe", None),
+        ("yes, true and false", "true"),
+    ],
 )
 def test_boolq_extract_first_occurrence(text, expected):
     assert TASKS["boolq"].extract(text) == expected
@@ -69,8 +73,13 @@ def test_boolq_extract_first_occurrence(text, expected):
 
 @pytest.mark.parametrize(
     "text,expected",
-    [(" D", "D"), ("The correct answer is B.", "B"), ("Dogs bark", None), ("(C) or A", "C"),
-     ("E", None)],
+    [
+        (" D", "D"),
+        ("The correct answer is B.", "B"),
+        ("Dogs bark", None),
+        ("(C) or A", "C"),
+        ("E", None),
+    ],
 )
 def test_obqa_extract_first_standalone_letter(text, expected):
     assert TASKS["obqa"].extract(text) == expected

@@ -38,7 +38,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    pool_size: int | None = _opt(None, "unlabelled pool: this many train rows (seeded); all if unset")
+    pool_size: int | None = _opt(
+        None, "unlabelled pool: this many train rows (seeded); all if unset"
+    )
     eval_size: int | None = _opt(None, "evaluation rows from the test split (fixed); all if unset")
     max_prompt_tokens: int = _opt(128, "prompts are cut to this many tokens, keeping the end")
     max_target_tokens: int = _opt(256, "answers are cut to this many tokens")
@@ -105,8 +107,15 @@ class RunConfig:
         for name, value in flat_items(self):
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{name} must not be negative, got {value}")
-        for name in ("loop.rounds", "loop.init_size", "train.epochs", "train.batch_size",
-                     "lora.r", "inference.score_batch_tokens", "inference.eval_batch_size"):
+        for name in (
+            "loop.rounds",
+            "loop.init_size",
+            "train.epochs",
+            "train.batch_size",
+            "lora.r",
+            "inference.score_batch_tokens",
+            "inference.eval_batch_size",
+        ):
             if get_path(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {get_path(self, name)}")
         if not 0 <= self.lora.dropout < 1:
@@ -157,7 +166,11 @@ def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = f.metadata.get("flag") or f.name.replace("_", "-")
         yield Option(
-            f"{prefix}{f.name}", flag, _leaf_type(hint), f.metadata["help"], default,
+            f"{prefix}{f.name}",
+            flag,
+            _leaf_type(hint),
+            f.metadata["help"],
+            default,
             f.metadata.get("choices"),
         )
 

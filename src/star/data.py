@@ -103,7 +103,7 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Indices grouped by length so that rows × longest row ≤ budget: little padding, bounded memory.
+    """Indices grouped by length, rows × longest row ≤ budget: little padding, bounded memory.
 
     A row longer than the budget gets a batch of its own.
     """

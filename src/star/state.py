@@ -30,7 +30,7 @@ from star.errors import ConfigError, RunDirError
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see old or new, never half."""
+    """Temp file in the same folder, fsync, rename: readers see the old or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -15,7 +15,9 @@ from pathlib import Path
 from star.data import Example, read_jsonl
 from star.errors import ConfigError
 
-INSTRUCTION = "\nAnswer the above question. First think step by step and then answer the final number.\n"
+INSTRUCTION = (
+    "\nAnswer the above question. First think step by step and then answer the final number.\n"
+)
 # The evaluation subset is the same for every run seed, so seeds differ only in what they label.
 EVAL_SAMPLE_SEED = 0
 

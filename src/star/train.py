@@ -49,8 +49,13 @@ def train_adapter(
     schedule = get_linear_schedule_with_warmup(optimizer, 0, config.epochs * steps_per_epoch)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="training", unit="step",
-               disable=None, leave=False)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        desc="training",
+        unit="step",
+        disable=None,
+        leave=False,
+    )
     for _ in range(config.epochs):
         losses = []
         for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
