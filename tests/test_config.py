@@ -20,10 +20,27 @@ def test_defaults_are_the_papers():
         8,
         1.0,
     )
-    assert c.train.b_decay == 0.5
+    assert c.uncertainty.target == "gold" and c.uncertainty.length_norm is False
+    assert (c.uncertainty.dynamic_w0, c.uncertainty.dynamic_step) == (0.1, 0.1)
     assert (c.loop.init_size, c.loop.query_size, c.loop.rounds) == (500, 500, 10)
     assert (c.data.max_prompt_tokens, c.data.max_target_tokens) == (128, 256)
     assert c.star_version == __version__
+
+
+def test_strategy_defaults_resolve_unset_options():
+    star = cfg.build({"strategy": "star"})
+    assert (star.train.b_decay, star.uncertainty.mc_passes) == (0.5, 3)
+    plain = cfg.build({"strategy": "pe"})
+    assert (plain.train.b_decay, plain.uncertainty.mc_passes) == (0.0, 1)
+    ablation = cfg.build({"strategy": "star", "train.b_decay": 0.0, "uncertainty.mc_passes": 1})
+    assert (ablation.train.b_decay, ablation.uncertainty.mc_passes) == (0.0, 1)
+
+
+def test_mc_dropout_cannot_be_silently_off():
+    with pytest.raises(ConfigError, match="mc_passes > 1 needs lora.dropout > 0"):
+        cfg.build({"strategy": "star", "lora.dropout": 0.0})
+    with pytest.raises(ConfigError, match="bald needs uncertainty.mc_passes of at least 2"):
+        cfg.build({"strategy": "bald", "uncertainty.mc_passes": 1})
 
 
 def test_config_is_frozen():
@@ -90,6 +107,8 @@ def test_command_line_overrides_file_overrides_defaults(tmp_path):
     assert (c.task, c.seed, c.loop.rounds, c.loop.init_size) == ("boolq", 4, 2, 16)
     assert c.lora.target_modules == ("q_proj", "v_proj")
     assert c.loop.query_size == cfg.LoopConfig().query_size
+    args = build_parser().parse_args(["run", "--out", "x", "--length-norm", "yes"])
+    assert resolve_config(args).uncertainty.length_norm is True
 
 
 def test_every_option_has_a_flag_and_help():

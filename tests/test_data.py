@@ -55,15 +55,20 @@ def test_collate_masks_everything_but_the_answer():
     assert batch.labels.tolist() == [[i, i, i, 8, 9], [i, 4, i, i, i]]
 
 
-def test_encode_cuts_prompt_from_the_left_and_adds_eos_for_training(tiny):
+def test_encode_cuts_prompt_from_the_left_and_target_from_the_right(tiny):
     _, tok = tiny
     ex = Example("x", "one two three four five", "six seven", "six")
-    (plain,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1, with_eos=False)
-    (train,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1, with_eos=True)
-    full = tok(ex.prompt, add_special_tokens=False)["input_ids"]
-    assert plain.prompt_ids == full[-2:]
-    assert plain.target_ids == tok("six seven", add_special_tokens=False)["input_ids"][:1]
-    assert train.target_ids == plain.target_ids + [tok.eos_token_id]
+    (enc,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1)
+    assert enc.prompt_ids == tok(ex.prompt, add_special_tokens=False)["input_ids"][-2:]
+    assert enc.target_ids == tok("six seven", add_special_tokens=False)["input_ids"][:1]
+
+
+def test_collate_left_padding():
+    batch = collate([Encoded([5, 6, 7], [8, 9]), Encoded([5], [4])], pad_id=0, padding_side="left")
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [0, 0, 0, 5, 4]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    i = IGNORE
+    assert batch.labels.tolist() == [[i, i, i, 8, 9], [i, i, i, i, 4]]
 
 
 def test_token_budget_batches_sorts_and_respects_budget():

@@ -1,6 +1,7 @@
 """End-to-end runs on the tiny model: files, resume equals an uninterrupted run, refusals."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -139,3 +140,27 @@ def test_budget_larger_than_pool_is_refused(tmp_path):
         loop.run(small(**{"data.pool_size": 20}), tmp_path / "run")
     with pytest.raises(ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows"):
         loop.run(small(**{"data.pool_size": 99999}), tmp_path / "run2")
+
+
+def test_star_writes_ece_and_scores_the_base_model_once(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="star.loop"):
+        metrics = loop.run(small(strategy="star"), tmp_path / "run")
+    assert len(metrics) == 3 and all(0.0 <= m["ece"] <= 1.0 for m in metrics)
+    assert sum("scoring the base model" in r.getMessage() for r in caplog.records) == 1
+    base = read(tmp_path / "run" / "base_uncertainty.jsonl")
+    assert len(base) == 64 and {"id", "pe", "entropy", "bald", "n_tokens"} <= set(base[0])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["uncertainty"]["mc_passes"] == 3 and saved["train"]["b_decay"] == 0.5
+    for row in read(tmp_path / "run" / "rounds" / "000" / "eval.jsonl"):
+        assert 0.0 <= row["confidence"] <= 1.0
+    selected = read(tmp_path / "run" / "rounds" / "001" / "selected.jsonl")
+    assert all(s["answer_tokens"] == 1 for s in selected)  # OBQA answers are one letter
+
+
+def test_label_free_target_runs(tmp_path):
+    config = small(
+        strategy="entropy-subtract", **{"uncertainty.target": "generated", "loop.rounds": 2}
+    )
+    metrics = loop.run(config, tmp_path / "run")
+    assert [m["round"] for m in metrics] == [0, 1]
+    assert len(read(tmp_path / "run" / "rounds" / "000" / "selected.jsonl")) == 8

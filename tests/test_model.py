@@ -14,11 +14,11 @@ def test_embedded_model_answers_an_obqa_question():
     assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
     assert tok.eos_token == tok.pad_token == "<|im_end|>"
     example = load_split("obqa", "test")[0]
-    prompts = encode([example], tok, 128, 4, with_eos=False)
-    (text,) = generate(model, tok, prompts, max_new_tokens=8, batch_size=1)
-    assert text.strip(), "the model produced no text"
-    predicted, _ = TASKS["obqa"].grade(text, example.answer)
-    assert predicted in {"A", "B", "C", "D"}, text
+    prompts = encode([example], tok, 128, 4)
+    (out,) = generate(model, tok, prompts, max_new_tokens=8, batch_size=1)
+    assert out.text.strip(), "the model produced no text"
+    predicted, _ = TASKS["obqa"].grade(out.text, example.answer)
+    assert predicted in {"A", "B", "C", "D"}, out.text
 
 
 def test_pick_dtype():

@@ -1,24 +1,14 @@
-"""The fast scorer against a naive reference: full logits everywhere, one example at a time."""
+"""The fast scorer against a naive reference (full logits everywhere, one example at a time),
+and Monte-Carlo dropout that is really stochastic."""
 
+import pytest
 import torch
 
+from star import model as models
+from star.config import LoraConfig
 from star.data import Example, encode
 from star.scoring import score
 from star.tasks import load_split
-from star.uncertainty import sum_by_row, token_nll_and_entropy
-
-
-def test_token_nll_and_entropy_known_values():
-    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]]))  # (2, 3)
-    nll, ent = token_nll_and_entropy(logits, torch.tensor([1, 0]))
-    assert torch.allclose(nll, torch.tensor([torch.log(torch.tensor(4.0)), 0.0]))
-    h = -(0.5 * torch.log(torch.tensor(0.5)) + 2 * 0.25 * torch.log(torch.tensor(0.25)))
-    assert torch.allclose(ent, torch.stack([h, torch.tensor(0.0)]), atol=1e-6)
-
-
-def test_sum_by_row():
-    total = sum_by_row(torch.tensor([1.0, 2.0, 4.0, 8.0]), torch.tensor([0, 2, 0, 2]), 3)
-    assert total.tolist() == [5.0, 0.0, 10.0]
 
 
 def naive_scores(model, items):
@@ -34,17 +24,87 @@ def naive_scores(model, items):
     return torch.stack(pe), torch.stack(ent)
 
 
-@torch.inference_mode()
-def test_batched_scores_equal_per_example_reference(tiny):
-    model, tok = tiny
+@pytest.fixture(scope="module")
+def items(tiny):
+    _, tok = tiny
     examples = load_split("gsm8k", "train")[:5] + load_split("obqa", "train")[:4]
     examples.append(Example("short", "Hi", "A", "A"))
-    items = encode(examples, tok, max_prompt_tokens=64, max_target_tokens=40, with_eos=False)
-    fast = score(model, items, tok.pad_token_id, batch_tokens=400)
-    pe, ent = naive_scores(model, items)
+    return encode(examples, tok, max_prompt_tokens=64, max_target_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, items):
+    with torch.inference_mode():
+        return naive_scores(tiny[0], items)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("batch_tokens", [1, 400, 100_000])
+def test_batched_scores_equal_per_example_reference(
+    tiny, items, reference, padding_side, batch_tokens
+):
+    """Batch composition (token budget) and padding side change nothing."""
+    model, tok = tiny
+    fast = score(model, items, tok.pad_token_id, batch_tokens, padding_side=padding_side)
+    pe, ent = reference
     assert torch.allclose(fast.pe, pe, atol=1e-4, rtol=1e-5)
     assert torch.allclose(fast.token_entropy, ent, atol=1e-4, rtol=1e-5)
     assert fast.n_tokens.tolist() == [len(x.target_ids) for x in items]
-    # a different batch composition gives the same scores
-    alone = score(model, items, tok.pad_token_id, batch_tokens=1)
-    assert torch.allclose(alone.pe, fast.pe, atol=1e-4)
+    assert fast.bald.tolist() == [0.0] * len(items)
+
+
+@pytest.fixture
+def with_adapter(tiny):
+    """The tiny model with a LoRA adapter whose B is non-zero, so dropout changes outputs."""
+    base, _ = tiny
+    made = []
+
+    def attach(dropout: float):
+        peft = models.attach_lora(base, LoraConfig(r=4, dropout=dropout), seed=0)
+        made.append(peft)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        return peft.eval()
+
+    yield attach
+    for peft in made:
+        peft.unload()  # the session's tiny model goes back to its plain state
+
+
+def test_mc_passes_differ_and_are_seeded(tiny, items, with_adapter):
+    model = with_adapter(0.3)
+    _, tok = tiny
+    with models.mc_dropout(model) as live:
+        assert live > 0
+        torch.manual_seed(0)
+        a = score(model, items, tok.pad_token_id, 400, passes=1)
+        b = score(model, items, tok.pad_token_id, 400, passes=1)
+        torch.manual_seed(0)
+        again = score(model, items, tok.pad_token_id, 400, passes=1)
+        torch.manual_seed(0)
+        three = score(model, items, tok.pad_token_id, 400, passes=3)
+    assert not torch.allclose(a.pe, b.pe)  # two stochastic passes differ
+    assert torch.equal(a.pe, again.pe)  # the same seed gives the same pass
+    assert (three.bald > 0).all()
+    assert (
+        not model.base_model.model.model.layers[0].self_attn.q_proj.lora_dropout["default"].training
+    )  # modes restored
+
+
+def test_one_pass_without_dropout_equals_deterministic(tiny, items, with_adapter):
+    model = with_adapter(0.0)
+    _, tok = tiny
+    plain = score(model, items, tok.pad_token_id, 400)
+    with models.mc_dropout(model) as live:
+        assert live == 0
+        mc = score(model, items, tok.pad_token_id, 400, passes=1)
+    assert torch.equal(plain.pe, mc.pe) and torch.equal(plain.token_entropy, mc.token_entropy)
+
+
+def test_length_norm_divides_by_answer_tokens(tiny, items):
+    model, tok = tiny
+    total = score(model, items, tok.pad_token_id, 400)
+    mean = score(model, items, tok.pad_token_id, 400, length_norm=True)
+    assert torch.allclose(mean.pe, total.pe / total.n_tokens, atol=1e-5)

@@ -80,13 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
     """defaults < --config file (or the saved config of --out) < command-line options."""
-    from star.state import read_config
+    from star.state import read_tree
 
     saved = args.out / "config.yaml"
     if args.config is not None:
-        base = read_config(args.config)
+        base = read_tree(args.config)
     elif saved.exists():
-        base = read_config(saved)
+        base = read_tree(saved)
     else:
         base = None
     known = {o.path: o for o in cfg.options()}

@@ -7,6 +7,7 @@ except for the sizes, which a user always sets for their budget.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -66,13 +67,36 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class UncertaintyConfig:
+    target: str = _opt(
+        "gold",
+        "answer the uncertainty is measured on: the gold label (paper) or the model's own greedy "
+        "answer (label-free)",
+        choices=("gold", "generated"),
+    )
+    mc_passes: int | None = _opt(
+        None,
+        "Monte-Carlo dropout passes K for the tuned model (1 = deterministic); "
+        "unset: 3 for star and bald, 1 otherwise",
+    )
+    length_norm: bool = _opt(
+        False, "average PE/ME over answer tokens instead of summing (the paper sums)"
+    )
+    dynamic_w0: float = _opt(0.1, "dynamic strategies: weight of the tuned model in round 0")
+    dynamic_step: float = _opt(0.1, "dynamic strategies: weight added per round (capped at 1)")
+    star_measure: str = _opt("pe", "measure STAR mixes dynamically", choices=("pe", "entropy"))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     lr: float = _opt(1.5e-4, "AdamW peak learning rate, linear decay to 0, no warm-up")
     epochs: int = _opt(3, "epochs over the labelled set each round")
     batch_size: int = _opt(8, "training examples per optimiser step")
     grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
-    b_decay: float = _opt(
-        0.5, "hybrid regulariser: decoupled weight decay on lora_B (0 on lora_A); 0 = off"
+    b_decay: float | None = _opt(
+        None,
+        "hybrid regulariser: decoupled weight decay on lora_B (0 on lora_A); 0 = off; "
+        "unset: 0.5 for star, 0 otherwise",
     )
 
 
@@ -94,6 +118,7 @@ class RunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     star_version: str = __version__
 
@@ -103,7 +128,10 @@ class RunConfig:
 
         _check_choice("task", self.task, tuple(TASKS))
         _check_choice("strategy", self.strategy, tuple(STRATEGIES))
-        _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16"))
+        for o in options():
+            if o.choices:
+                _check_choice(o.path, get_path(self, o.path), o.choices)
+        self._resolve_strategy_defaults(STRATEGIES[self.strategy].defaults)
         for name, value in flat_items(self):
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{name} must not be negative, got {value}")
@@ -122,6 +150,24 @@ class RunConfig:
             raise ConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         if self.loop.rounds > 1 and self.loop.query_size < 1:
             raise ConfigError("loop.query_size must be at least 1 when loop.rounds > 1")
+        if self.uncertainty.mc_passes < 1:
+            raise ConfigError("uncertainty.mc_passes must be at least 1")
+        if self.uncertainty.mc_passes > 1 and self.lora.dropout == 0:
+            raise ConfigError(
+                "uncertainty.mc_passes > 1 needs lora.dropout > 0: with no dropout every "
+                "Monte-Carlo pass would be identical"
+            )
+        if self.strategy == "bald" and self.uncertainty.mc_passes < 2:
+            raise ConfigError("strategy bald needs uncertainty.mc_passes of at least 2")
+
+    def _resolve_strategy_defaults(self, defaults: Mapping[str, Any]) -> None:
+        """Options left unset take the strategy's default, so the saved config is explicit."""
+        for path, fallback in (("train.b_decay", 0.0), ("uncertainty.mc_passes", 1)):
+            if get_path(self, path) is None:
+                section, name = path.split(".")
+                value = defaults.get(path, fallback)
+                resolved = dataclasses.replace(getattr(self, section), **{name: value})
+                object.__setattr__(self, section, resolved)  # frozen: set once, here
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict (tuples become lists)."""
@@ -194,21 +240,29 @@ def coerce(option: Option, value: Any, where: str) -> Any:
             raise ValueError
         if option.type is float and isinstance(value, bool):
             raise ValueError
+        if option.type is bool and isinstance(value, str):
+            words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            return words[value.strip().lower()]
         return option.type(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise ConfigError(
             f"{where}: {option.path} must be {option.type.__name__}, got {value!r}"
         ) from None
 
 
-def build(overrides: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
-    """A config from `base` (defaults if None) with dotted-path overrides applied."""
-    tree = (base or RunConfig()).to_dict()
+def build(overrides: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> RunConfig:
+    """A config from a nested dict (a YAML file; defaults if None) plus dotted-path overrides.
+
+    Works on the raw tree, so options a strategy fills in (unset in the tree) are resolved
+    for the final strategy, not for the base's.
+    """
+    tree = copy.deepcopy(dict(base or {}))
+    tree.pop("star_version", None)  # a new config is always this version's
     for path, value in overrides.items():
         node = tree
         *parents, leaf = path.split(".")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[leaf] = value
     return from_dict(tree, "config")
 

@@ -57,23 +57,18 @@ class Encoded:
 
 
 def encode(
-    examples: Iterable[Example],
-    tokenizer,
-    max_prompt_tokens: int,
-    max_target_tokens: int,
-    with_eos: bool,
+    examples: Iterable[Example], tokenizer, max_prompt_tokens: int, max_target_tokens: int
 ) -> list[Encoded]:
     """Prompt and answer tokenised apart, so the answer positions are known exactly.
 
     Prompts are cut from the left: the tasks put their answer cue ("The correct answer is")
-    at the end. Training appends EOS so the tuned model learns to stop; scoring does not.
+    at the end.
     """
     examples = list(examples)
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
-    eos = [tokenizer.eos_token_id] if with_eos else []
     return [
-        Encoded(p[-max_prompt_tokens:], t[:max_target_tokens] + eos)
+        Encoded(p[-max_prompt_tokens:], t[:max_target_tokens])
         for p, t in zip(prompts, targets, strict=True)
     ]
 
@@ -88,17 +83,20 @@ class Batch:
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
 
 
-def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
-    """Right padding: positions stay 0..T-1 per row and causal attention never sees the pads."""
+def collate(items: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> Batch:
+    """Pad to the longest row. Right padding is the default (causal attention never sees the
+    pads); left padding gives the same scores because positions come from the mask."""
     width = max(len(x) for x in items)
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(items), width), dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     for row, x in enumerate(items):
-        p, n = len(x.prompt_ids), len(x)
-        input_ids[row, :n] = torch.tensor(x.prompt_ids + x.target_ids)
-        attention[row, :n] = 1
-        labels[row, p:n] = torch.tensor(x.target_ids)
+        n = len(x)
+        start = width - n if padding_side == "left" else 0
+        real = slice(start, start + n)
+        input_ids[row, real] = torch.tensor(x.prompt_ids + x.target_ids)
+        attention[row, real] = 1
+        labels[row, start + len(x.prompt_ids) : start + n] = torch.tensor(x.target_ids)
     return Batch(input_ids, attention, labels)
 
 

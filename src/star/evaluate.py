@@ -1,49 +1,78 @@
-"""Greedy generation and answer extraction on the evaluation split (method.md §6)."""
+"""Predictions and confidences on the evaluation split (method.md §6).
+
+Accuracy: greedy generation, answer extraction. Confidence, read off the same generation:
+- closed label sets (BoolQ, OBQA): the probability of the predicted label renormalised over the
+  label set, at the step that generated it, in the same spelling (" B", "B", "True", …);
+- free answers (GSM8K): the probability of the extracted final-answer tokens (their product).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from star.data import Encoded, Example
+from star.generate import Generated, generate
+from star.metrics import accuracy, expected_calibration_error
 from star.tasks import TaskSpec
 
+# Spellings a label may take in generated text; a spelling counts only if every label is
+# one token in it, so the renormalisation compares like with like.
+_SPELLINGS = (str, lambda s: " " + s, str.capitalize, lambda s: " " + s.capitalize())
 
-@torch.inference_mode()
-def generate(
-    model, tokenizer, prompts: list[Encoded], max_new_tokens: int, batch_size: int
-) -> list[str]:
-    """Batched greedy decoding, prompts sorted by length and left-padded, in input order out.
 
-    Sorting keeps padding small; a batch stops as soon as all its rows have emitted EOS.
-    """
-    on = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].prompt_ids))
-    texts: list[str] = [""] * len(prompts)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="evaluating", unit="batch", disable=None, leave=False):
-        index = order[start : start + batch_size]
-        width = max(len(prompts[i].prompt_ids) for i in index)
-        ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            p = prompts[i].prompt_ids
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
-        out = model.generate(
-            input_ids=ids.to(on),
-            attention_mask=mask.to(on),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )  # (b, width + new)
-        decoded = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        for i, text in zip(index, decoded, strict=True):
-            texts[i] = text
-    return texts
+@dataclass(frozen=True)
+class LabelTokens:
+    """The label set's token ids in each single-token spelling."""
+
+    watched: list[int]  # all watched token ids, spelling-major, label order within
+    spelling_of: dict[int, int]  # token id -> spelling index
+    n_labels: int
+
+    @classmethod
+    def build(cls, tokenizer, labels: tuple[str, ...]) -> LabelTokens:
+        watched: list[int] = []
+        spelling_of: dict[int, int] = {}
+        for spell in _SPELLINGS:
+            ids = [tokenizer(spell(lab), add_special_tokens=False)["input_ids"] for lab in labels]
+            flat = [i[0] for i in ids if len(i) == 1]
+            if len(flat) == len(labels) and not set(flat) & set(spelling_of):
+                spelling_of.update({t: len(watched) // len(labels) for t in flat})
+                watched += flat
+        return cls(watched, spelling_of, len(labels))
+
+    def columns(self, token: int) -> slice | None:
+        """Watched-logit columns of the spelling `token` belongs to (None: not a label token)."""
+        if token not in self.spelling_of:
+            return None
+        s = self.spelling_of[token]
+        return slice(s * self.n_labels, (s + 1) * self.n_labels)
+
+
+def label_confidence(spec: TaskSpec, table: LabelTokens, gen: Generated) -> float:
+    found = spec.locate(gen.text)
+    if not gen.token_ids or not table.watched:
+        return 1.0 / max(1, len(spec.labels))
+    if found is None:  # no label produced: the model's best label at the first step
+        return torch.softmax(gen.watched_logits[0, : table.n_labels], -1).max().item()
+    steps = gen.tokens_at(found.start, found.end)
+    if not steps:  # text and tokens disagree (split multi-byte characters): no reading
+        return 1.0 / len(spec.labels)
+    step = steps[0]
+    cols = table.columns(gen.token_ids[step])
+    if cols is None:  # the label is part of a longer token: its own probability
+        return gen.chosen_logp[step].exp().item()
+    probs = torch.softmax(gen.watched_logits[step, cols], -1)  # (n_labels,)
+    return probs[spec.labels.index(found.answer)].item()
+
+
+def answer_confidence(spec: TaskSpec, gen: Generated) -> float:
+    found = spec.locate(gen.text)
+    if found is None:
+        return 0.0
+    steps = gen.tokens_at(found.start, found.end)
+    return gen.chosen_logp[steps].sum().exp().item()
 
 
 @dataclass(frozen=True)
@@ -53,6 +82,7 @@ class Prediction:
     predicted: str | None
     correct: bool
     answer: str
+    confidence: float
 
 
 def evaluate(
@@ -63,12 +93,27 @@ def evaluate(
     prompts: list[Encoded],
     batch_size: int,
 ) -> list[Prediction]:
-    outputs = generate(model, tokenizer, prompts, spec.max_new_tokens, batch_size)
-    return [
-        Prediction(e.id, out, *spec.grade(out, e.answer), answer=e.answer)
-        for e, out in zip(examples, outputs, strict=True)
-    ]
+    table = LabelTokens.build(tokenizer, spec.labels) if spec.labels else None
+    outputs = generate(
+        model,
+        tokenizer,
+        prompts,
+        spec.max_new_tokens,
+        batch_size,
+        watched=table.watched if table else None,
+        desc="evaluating",
+    )
+    predictions = []
+    for example, gen in zip(examples, outputs, strict=True):
+        predicted, correct = spec.grade(gen.text, example.answer)
+        confidence = label_confidence(spec, table, gen) if table else answer_confidence(spec, gen)
+        predictions.append(
+            Prediction(example.id, gen.text, predicted, correct, example.answer, confidence)
+        )
+    return predictions
 
 
-def accuracy(predictions: list[Prediction]) -> float:
-    return sum(p.correct for p in predictions) / len(predictions) if predictions else 0.0
+def summarise(predictions: list[Prediction]) -> dict[str, float]:
+    correct = torch.tensor([p.correct for p in predictions], dtype=torch.bool)
+    confidence = torch.tensor([p.confidence for p in predictions])
+    return {"accuracy": accuracy(correct), "ece": expected_calibration_error(confidence, correct)}

@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,11 @@ import torch
 
 from star import model as models
 from star.config import RunConfig
-from star.data import Encoded, Example, encode
+from star.data import Encoded, Example, encode, read_jsonl
 from star.errors import ConfigError
-from star.evaluate import accuracy, evaluate
-from star.scoring import score
+from star.evaluate import evaluate, summarise
+from star.generate import generate
+from star.scoring import SequenceScores, score
 from star.state import RunDir, write_jsonl
 from star.strategies import STRATEGIES, Signals, select_top_k
 from star.tasks import EVAL_SAMPLE_SEED, TASKS, load_split, sample
@@ -32,7 +34,7 @@ from star.train import train_adapter
 log = logging.getLogger(__name__)
 
 # Independent random streams of one run, so adding a draw to one never shifts another.
-_INIT, _TRAIN, _LORA, _SELECT = range(4)
+_INIT, _TRAIN, _LORA, _SELECT, _MC = range(5)
 
 
 def derived_seed(seed: int, round: int, stream: int) -> int:
@@ -78,12 +80,16 @@ class Run:
         self.spec = TASKS[config.task]
         self.splits = load_splits(config)
         self.base, self.tokenizer = models.load(config.model)
-        self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
         self.pad_id = self.tokenizer.pad_token_id
-
-    def encode(self, examples: list[Example], with_eos: bool) -> list[Encoded]:
-        d = self.config.data
-        return encode(examples, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens, with_eos)
+        self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
+        d = config.data
+        pool_items = encode(
+            self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
+        )
+        self.gold = {e.id: x for e, x in zip(self.splits.pool, pool_items, strict=True)}
+        self.eval_prompts = encode(
+            self.splits.eval, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
+        )
 
     def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
         """Do every round not yet finished; returns the metrics of all rounds."""
@@ -107,17 +113,17 @@ class Run:
         """Round k; adds the examples it selects to `labeled` (as round k + 1)."""
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
-        model = models.attach_lora(
-            self.base, self.config.lora, derived_seed(self.config.seed, k, _LORA)
-        )
+        seed = self.config.seed
+        model = models.attach_lora(self.base, self.config.lora, derived_seed(seed, k, _LORA))
         try:
             train_set = [e for e in self.splits.pool if e.id in labeled]
+            eos = [self.tokenizer.eos_token_id]  # the tuned model learns to stop
+            items = [
+                Encoded(x.prompt_ids, x.target_ids + eos)
+                for x in (self.gold[e.id] for e in train_set)
+            ]
             loss = train_adapter(
-                model,
-                self.encode(train_set, with_eos=True),
-                self.pad_id,
-                self.config.train,
-                derived_seed(self.config.seed, k, _TRAIN),
+                model, items, self.pad_id, self.config.train, derived_seed(seed, k, _TRAIN)
             )
             self.dir.save_adapter(model, k)
             seconds["train"] = time.perf_counter() - clock
@@ -128,7 +134,7 @@ class Run:
                 self.tokenizer,
                 self.spec,
                 self.splits.eval,
-                self.encode(self.splits.eval, with_eos=False),
+                self.eval_prompts,
                 self.config.inference.eval_batch_size,
             )
             write_jsonl(
@@ -145,31 +151,90 @@ class Run:
         return {
             "round": k,
             "n_labeled": len(train_set),
-            "accuracy": accuracy(predictions),
+            **summarise(predictions),
             "train_loss": loss,
             "seconds": round(sum(seconds.values()), 2),
             "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
         }
 
-    def select(self, model, k: int, labeled: dict[str, int]) -> None:
-        candidates = [e for e in self.splits.pool if e.id not in labeled]
-        tuned = functools.cache(
-            lambda: score(
+    def targets(self, model, examples: list[Example]) -> list[Encoded]:
+        """What uncertainty is measured on: gold answers, or the model's own greedy answers."""
+        items = [self.gold[e.id] for e in examples]
+        if self.config.uncertainty.target == "gold":
+            return items
+        answers = generate(
+            model,
+            self.tokenizer,
+            items,
+            self.spec.max_new_tokens,
+            self.config.inference.eval_batch_size,
+            desc="answering pool",
+        )
+        return [Encoded(x.prompt_ids, a.token_ids) for x, a in zip(items, answers, strict=True)]
+
+    def score_tuned(self, model, k: int, candidates: list[Example]) -> SequenceScores:
+        u = self.config.uncertainty
+        items = self.targets(model, candidates)
+        torch.manual_seed(derived_seed(self.config.seed, k, _MC))  # dropout masks
+        with models.mc_dropout(model) if u.mc_passes > 1 else nullcontext():
+            return score(
                 model,
-                self.encode(candidates, with_eos=False),
+                items,
                 self.pad_id,
                 self.config.inference.score_batch_tokens,
+                passes=u.mc_passes,
+                length_norm=u.length_norm,
+                desc="scoring (tuned)",
             )
-        )
+
+    def score_base(self, model, candidates: list[Example]) -> SequenceScores:
+        """Base-model uncertainty never changes: scored once on the whole pool, then cached."""
+        path = self.dir.path / "base_uncertainty.jsonl"
+        if path.exists():
+            cached = read_jsonl(path, required=("id",))
+        else:
+            log.info(
+                "scoring the base model on the %d pool examples (once per run)",
+                len(self.splits.pool),
+            )
+            with model.disable_adapter():
+                scores = score(
+                    model,
+                    self.targets(model, self.splits.pool),
+                    self.pad_id,
+                    self.config.inference.score_batch_tokens,
+                    length_norm=self.config.uncertainty.length_norm,
+                    desc="scoring (base)",
+                )
+            cached = scores.to_rows([e.id for e in self.splits.pool])
+            write_jsonl(path, cached)
+        position = {row["id"]: i for i, row in enumerate(cached)}
+        index = torch.tensor([position[e.id] for e in candidates], dtype=torch.long)
+        return SequenceScores.from_rows(cached).take(index)
+
+    def select(self, model, k: int, labeled: dict[str, int]) -> None:
+        candidates = [e for e in self.splits.pool if e.id not in labeled]
+        u = self.config.uncertainty
         signals = Signals(
             size=len(candidates),
+            round=k,
             generator=torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
-            tuned=tuned,
+            tuned=functools.cache(lambda: self.score_tuned(model, k, candidates)),
+            base=functools.cache(lambda: self.score_base(model, candidates)),
+            dynamic_w0=u.dynamic_w0,
+            dynamic_step=u.dynamic_step,
+            star_measure=u.star_measure,
         )
         scores = STRATEGIES[self.config.strategy].score(signals)  # (n,)
         chosen = select_top_k([e.id for e in candidates], scores, self.config.loop.query_size)
+        if len(chosen) < self.config.loop.query_size:
+            log.warning("only %d unlabelled examples were left to select", len(chosen))
         write_jsonl(
-            self.dir.round_dir(k) / "selected.jsonl", (dataclasses.asdict(s) for s in chosen)
+            self.dir.round_dir(k) / "selected.jsonl",
+            (
+                {**dataclasses.asdict(s), "answer_tokens": len(self.gold[s.id].target_ids)}
+                for s in chosen
+            ),
         )
         labeled.update({s.id: k + 1 for s in chosen})
         self.dir.write_labeled(labeled)

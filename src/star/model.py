@@ -11,6 +11,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -154,3 +156,24 @@ def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:
         return get_peft_model(base, peft_config)
     except ValueError as e:
         raise ModelError(f"cannot attach LoRA to {list(config.target_modules)}: {e}") from None
+
+
+@contextmanager
+def mc_dropout(model) -> Iterator[int]:
+    """Monte-Carlo dropout: everything in eval mode except the LoRA dropout layers, so each
+    forward is an independent dropout sample (the authors' passes ran in eval mode and were
+    identical). Yields how many dropout layers are live; restores the previous modes."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    live = [
+        m
+        for name, m in model.named_modules()
+        if ".lora_dropout." in f".{name}." and isinstance(m, torch.nn.Dropout) and m.p > 0
+    ]
+    for m in live:
+        m.train()
+    try:
+        yield len(live)
+    finally:
+        for m, training in modes.items():
+            m.training = training

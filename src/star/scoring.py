@@ -13,9 +13,14 @@ import torch
 from tqdm import tqdm
 
 from star.data import IGNORE, Batch, Encoded, collate, token_budget_batches
-from star.uncertainty import sum_by_row, token_nll_and_entropy
+from star.uncertainty import (
+    flatten_masked,
+    reduce_by_row,
+    token_mutual_information,
+    token_nll_and_entropy,
+)
 
-LOGIT_CHUNK = 1024  # answer tokens per log-softmax block: 1024 × 49k fp32 ≈ 200 MB
+LOGIT_BLOCK = 1024  # (passes × answer tokens) per log-softmax block: 1024 × 49k fp32 ≈ 200 MB
 
 
 def causal_lm(model):
@@ -26,50 +31,99 @@ def causal_lm(model):
 def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Final hidden states at the positions that predict answer tokens.
 
+    Positions come from the attention mask, so left and right padding give the same result.
     returns: hidden (N, H), targets (N,), rows (N,) for the N answer tokens of the batch
     """
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)  # (B, T)
     hidden = (
         causal_lm(model)
-        .get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        .get_decoder()(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+        )
         .last_hidden_state
     )  # (B, T, H)
     labels = batch.labels[:, 1:]  # (B, T-1): the token each position predicts
     predicts = labels != IGNORE  # (B, T-1)
-    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)
-    return hidden[:, :-1][predicts], labels[predicts], rows[predicts]
+    hidden, rows = flatten_masked(hidden[:, :-1], predicts)  # (N, H), (N,)
+    return hidden, labels[predicts], rows
 
 
 @dataclass(frozen=True)
 class SequenceScores:
     """Per-example uncertainty inputs, in the order of the examples given."""
 
-    pe: torch.Tensor  # (n,) Σ_t −log p(y_t): predictive entropy on the target
-    token_entropy: torch.Tensor  # (n,) Σ_t H(p_t): "ME" in the paper
+    pe: torch.Tensor  # (n,) PE: Σ_t −log p(y_t), mean over passes
+    token_entropy: torch.Tensor  # (n,) ME: Σ_t H(p_t), mean over passes
+    bald: torch.Tensor  # (n,) Σ_t mutual information over passes (0 for one pass)
     n_tokens: torch.Tensor  # (n,) answer tokens scored
+
+    def to_rows(self, ids: list[str]) -> list[dict]:
+        return [
+            {"id": i, "pe": p, "entropy": e, "bald": b, "n_tokens": n}
+            for i, p, e, b, n in zip(
+                ids,
+                self.pe.tolist(),
+                self.token_entropy.tolist(),
+                self.bald.tolist(),
+                self.n_tokens.tolist(),
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> SequenceScores:
+        def column(key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor([r[key] for r in rows], dtype=dtype)
+
+        return cls(column("pe"), column("entropy"), column("bald"), column("n_tokens", torch.long))
+
+    def take(self, index: torch.Tensor) -> SequenceScores:
+        return SequenceScores(
+            *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))
+        )
 
 
 @torch.inference_mode()
 def score(
-    model, items: list[Encoded], pad_id: int, batch_tokens: int, desc: str = "scoring"
+    model,
+    items: list[Encoded],
+    pad_id: int,
+    batch_tokens: int,
+    passes: int = 1,
+    length_norm: bool = False,
+    padding_side: str = "right",
+    desc: str = "scoring",
 ) -> SequenceScores:
-    """One forward per length-bucketed batch; no per-token Python work."""
+    """One forward per length-bucketed batch and pass; no per-token Python work.
+
+    With `passes` > 1 the caller has made the model stochastic (`model.mc_dropout`): every pass
+    is a full forward, an independent dropout sample, and PE/ME are averaged over passes.
+    """
     on = next(model.parameters()).device
-    pe = torch.zeros(len(items))
-    entropy = torch.zeros(len(items))
-    counts = torch.zeros(len(items), dtype=torch.long)
     head = causal_lm(model).get_output_embeddings()
+    out = {k: torch.zeros(len(items)) for k in ("pe", "entropy", "bald")}
+    counts = torch.zeros(len(items), dtype=torch.long)
+    block = max(1, LOGIT_BLOCK // passes)
     batches = token_budget_batches([len(x) for x in items], batch_tokens)
     for index in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
-        hidden, targets, rows = answer_hidden(
-            model, collate([items[i] for i in index], pad_id).to(on)
-        )
-        nll = torch.empty(len(targets), device=on)
-        ent = torch.empty(len(targets), device=on)
-        for start in range(0, len(targets), LOGIT_CHUNK):
-            part = slice(start, start + LOGIT_CHUNK)
-            nll[part], ent[part] = token_nll_and_entropy(head(hidden[part]), targets[part])
+        batch = collate([items[i] for i in index], pad_id, padding_side).to(on)
+        runs = [answer_hidden(model, batch) for _ in range(passes)]
+        hidden = torch.stack([h for h, _, _ in runs])  # (K, N, H)
+        _, targets, rows = runs[0]  # (N,), (N,)
+        nll = torch.empty(passes, len(targets), device=on)  # (K, N)
+        ent = torch.empty(passes, len(targets), device=on)  # (K, N)
+        mi = torch.zeros(len(targets), device=on)  # (N,)
+        for start in range(0, len(targets), block):
+            part = slice(start, start + block)
+            logits = head(hidden[:, part])  # (K, c, V)
+            nll[:, part], ent[:, part] = token_nll_and_entropy(
+                logits, targets[part].expand(passes, -1)
+            )
+            if passes > 1:
+                mi[part] = token_mutual_information(logits)
         where = torch.tensor(index)
-        pe[where] = sum_by_row(nll, rows, len(index)).cpu()
-        entropy[where] = sum_by_row(ent, rows, len(index)).cpu()
+        out["pe"][where] = reduce_by_row(nll, rows, len(index), length_norm).mean(0).cpu()
+        out["entropy"][where] = reduce_by_row(ent, rows, len(index), length_norm).mean(0).cpu()
+        out["bald"][where] = reduce_by_row(mi, rows, len(index), length_norm).cpu()
         counts[where] = torch.bincount(rows, minlength=len(index)).cpu()
-    return SequenceScores(pe=pe, token_entropy=entropy, n_tokens=counts)
+    return SequenceScores(out["pe"], out["entropy"], out["bald"], counts)

@@ -55,7 +55,8 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_config(path: Path) -> cfg.RunConfig:
+def read_tree(path: Path) -> dict:
+    """The raw mapping of a YAML config file; syntax errors name the file and line."""
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -66,7 +67,12 @@ def read_config(path: Path) -> cfg.RunConfig:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of options")
-    return cfg.from_dict(tree, str(path))
+    cfg.from_dict(tree, str(path))  # report bad keys and values against this file
+    return tree
+
+
+def read_config(path: Path) -> cfg.RunConfig:
+    return cfg.from_dict(read_tree(path), str(path))
 
 
 class RunDir:

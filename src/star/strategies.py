@@ -2,18 +2,21 @@
 
 A strategy maps the pool's signals to one score per candidate (higher = label sooner). It asks
 for signals through `Signals`, whose callables the loop memoises, so a strategy costs exactly
-the forward passes it uses.
+the forward passes it uses. Variants compose: a measure (PE, token entropy) × a mode (plain,
+subtract, dynamic), method.md §5.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from star.errors import EmptyPoolError
 from star.scoring import SequenceScores
+from star.uncertainty import dynamic_mix, dynamic_weight, subtract
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,13 @@ class Signals:
     """What a strategy may look at, for the n candidates in a fixed order."""
 
     size: int
+    round: int  # index of the round whose adapter was just trained
     generator: torch.Generator  # seeded per (run seed, round)
-    tuned: Callable[[], SequenceScores]  # this round's adapter, teacher-forced on the target
+    tuned: Callable[[], SequenceScores]  # this round's adapter (MC-averaged when K > 1)
+    base: Callable[[], SequenceScores]  # the base model, no adapter (cached for the run)
+    dynamic_w0: float = 0.1
+    dynamic_step: float = 0.1
+    star_measure: str = "pe"
 
 
 @dataclass(frozen=True)
@@ -30,36 +38,69 @@ class Strategy:
     name: str
     help: str
     score: Callable[[Signals], torch.Tensor]  # Signals -> (n,) scores
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # config paths it sets if unset
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register(name: str, help: str):
+def register(name: str, help: str, defaults: Mapping[str, Any] | None = None):
     """Register `fn(signals) -> (n,) scores` under `name` (user strategies too)."""
 
     def wrap(fn: Callable[[Signals], torch.Tensor]) -> Callable[[Signals], torch.Tensor]:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name, help, fn)
+        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}))
         return fn
 
     return wrap
 
 
-@register("random", "uniform random sampling: the baseline every strategy must beat")
-def _random(signals: Signals) -> torch.Tensor:
-    return torch.rand(signals.size, generator=signals.generator)
+MEASURES: dict[str, Callable[[SequenceScores], torch.Tensor]] = {
+    "pe": lambda s: s.pe,
+    "entropy": lambda s: s.token_entropy,
+}
+_MEASURE_NAMES = {"pe": "predictive entropy (PE)", "entropy": "token entropy (ME)"}
 
 
-@register("pe", "predictive entropy: summed −log p of the answer under the tuned model")
-def _pe(signals: Signals) -> torch.Tensor:
-    return signals.tuned().pe
+def plain(measure: str) -> Callable[[Signals], torch.Tensor]:
+    return lambda s: MEASURES[measure](s.tuned())
 
 
-@register("entropy", "token entropy (ME): summed per-token entropy under the tuned model")
-def _entropy(signals: Signals) -> torch.Tensor:
-    return signals.tuned().token_entropy
+def subtracted(measure: str) -> Callable[[Signals], torch.Tensor]:
+    return lambda s: subtract(MEASURES[measure](s.tuned()), MEASURES[measure](s.base()))
+
+
+def dynamic(measure: str | None) -> Callable[[Signals], torch.Tensor]:
+    """λ_k-weighted mix of tuned and base; measure None = the run's `star_measure`."""
+
+    def score(s: Signals) -> torch.Tensor:
+        m = MEASURES[measure or s.star_measure]
+        weight = dynamic_weight(s.round, s.dynamic_w0, s.dynamic_step)
+        return dynamic_mix(m(s.tuned()), m(s.base()), weight)
+
+    return score
+
+
+register("random", "uniform random sampling: the baseline every strategy must beat")(
+    lambda s: torch.rand(s.size, generator=s.generator)
+)
+for _m, _name in _MEASURE_NAMES.items():
+    register(_m, f"{_name} of the tuned model")(plain(_m))
+    register(f"{_m}-subtract", f"{_name}: normalised tuned minus normalised base model")(
+        subtracted(_m)
+    )
+    register(f"{_m}-dynamic", f"{_name}: λ·tuned + (1−λ)·base, λ growing each round")(dynamic(_m))
+register(
+    "bald",
+    "mutual information (BALD) over Monte-Carlo dropout passes of the tuned model",
+    defaults={"uncertainty.mc_passes": 3},
+)(lambda s: s.tuned().bald)
+register(
+    "star",
+    "STAR: dynamic PE (or ME) + Monte-Carlo dropout + hybrid regularisation on lora_B",
+    defaults={"uncertainty.mc_passes": 3, "train.b_decay": 0.5},
+)(dynamic(None))
 
 
 @dataclass(frozen=True)
@@ -72,12 +113,12 @@ class Selected:
 def select_top_k(ids: Sequence[str], scores: torch.Tensor, k: int) -> list[Selected]:
     """The k highest scores; equal scores go to the smaller id so runs are deterministic.
 
-    ids: n candidate ids; scores: (n,). Asking for more than n returns all n.
+    ids: n candidate ids; scores: (n,). Asking for more than n returns all n. NaN ranks last.
     """
     if len(ids) != len(scores):
         raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
     if not ids:
         raise EmptyPoolError("no unlabelled examples left to select from")
-    values = scores.tolist()
+    values = torch.nan_to_num(scores.double(), nan=float("-inf")).tolist()
     order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:k]
     return [Selected(ids[i], values[i], rank) for rank, i in enumerate(order)]

@@ -21,30 +21,46 @@ INSTRUCTION = (
 # The evaluation subset is the same for every run seed, so seeds differ only in what they label.
 EVAL_SAMPLE_SEED = 0
 
-_NUMBER = r"-?\d+(?:\.\d+)?"
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_FINAL = re.compile(r"The final answer is\s*\$?\s*")
 
 
-def _gsm8k_extract(text: str) -> str | None:
-    text = text.replace(",", "")
-    after = re.search(r"The final answer is\s*\$?\s*(" + _NUMBER + ")", text)
-    if after:
-        return after.group(1)
-    numbers = re.findall(_NUMBER, text)
-    return numbers[-1] if numbers else None
+@dataclass(frozen=True)
+class Found:
+    """An extracted answer and where it sits in the text (for its tokens' confidence)."""
+
+    answer: str
+    start: int
+    end: int
+
+
+def _gsm8k_locate(text: str) -> Found | None:
+    """The first number after "The final answer is", else the last number; commas dropped."""
+    final = _FINAL.search(text)
+    match = _NUMBER.match(text, final.end()) if final else None
+    if match is None:
+        numbers = list(_NUMBER.finditer(text))
+        match = numbers[-1] if numbers else None
+    if match is None:
+        return None
+    return Found(match.group().replace(",", ""), match.start(), match.end())
 
 
 def _gsm8k_same(pred: str, gold: str) -> bool:
-    return float(pred) == float(gold)
+    try:
+        return float(pred) == float(gold)
+    except ValueError:
+        return False
 
 
-def _boolq_extract(text: str) -> str | None:
-    found = re.search(r"\b(true|false)\b", text, re.IGNORECASE)
-    return found.group(1).lower() if found else None
+def _first(pattern: re.Pattern, normalise: Callable[[str], str]) -> Callable[[str], Found | None]:
+    """Locator of the first match of the pattern's group 1."""
 
+    def locate(text: str) -> Found | None:
+        match = pattern.search(text)
+        return Found(normalise(match.group(1)), *match.span(1)) if match else None
 
-def _obqa_extract(text: str) -> str | None:
-    found = re.search(r"\b([A-D])\b", text)
-    return found.group(1) if found else None
+    return locate
 
 
 @dataclass(frozen=True)
@@ -52,9 +68,14 @@ class TaskSpec:
     name: str
     description: str
     target: Callable[[str], str]  # dataset `answer` field -> training target text
-    extract: Callable[[str], str | None]  # generated or target text -> normalised answer
+    locate: Callable[[str], Found | None]  # generated or target text -> normalised answer
     same: Callable[[str, str], bool]  # (predicted, gold) normalised answers
     max_new_tokens: int  # generation length at evaluation
+    labels: tuple[str, ...] = ()  # a closed label set: confidence renormalises over it
+
+    def extract(self, text: str) -> str | None:
+        found = self.locate(text)
+        return found.answer if found else None
 
     def example(self, id: str, question: str, answer: str) -> Example:
         target = self.target(answer)
@@ -74,7 +95,7 @@ TASKS: dict[str, TaskSpec] = {
         "gsm8k",
         "grade-school maths word problems (MIT); answers are worked solutions",
         target=lambda a: a.replace("####", "The final answer is"),
-        extract=_gsm8k_extract,
+        locate=_gsm8k_locate,
         same=_gsm8k_same,
         max_new_tokens=256,
     ),
@@ -82,17 +103,19 @@ TASKS: dict[str, TaskSpec] = {
         "boolq",
         "yes/no questions (CC BY-SA 3.0; this copy has no passages)",
         target=lambda a: a,
-        extract=_boolq_extract,
+        locate=_first(re.compile(r"\b(true|false)\b", re.IGNORECASE), str.lower),
         same=str.__eq__,
         max_new_tokens=8,
+        labels=("true", "false"),
     ),
     "obqa": TaskSpec(
         "obqa",
         "OpenBookQA four-way multiple choice (Apache-2.0); answers are a letter A-D",
         target=lambda a: a,
-        extract=_obqa_extract,
+        locate=_first(re.compile(r"\b([A-D])\b"), str),
         same=str.__eq__,
         max_new_tokens=4,
+        labels=("A", "B", "C", "D"),
     ),
 }
 

@@ -2,7 +2,14 @@
 
 Answer tokens are kept flat: N tokens of a batch, each with the index of its example (`rows`).
 That is the layout the scorer produces (it computes logits only at answer positions), and it
-makes padding masks unnecessary: a padded position is never in the list.
+makes padding masks unnecessary: a padded position never enters the list. `flatten_masked`
+turns a padded (B, T, ...) tensor and its mask into that layout.
+
+Measures (method.md §4, Zhang et al. 2024), for an answer y₁…y_T and p_t = p(· | x, y_<t):
+    PE   = Σ_t −log p_t(y_t)                       predictive entropy of the answer
+    ME   = Σ_t H(p_t),  H(p) = −Σ_v p_v log p_v     token ("maximum") entropy
+    BALD = Σ_t [ H(mean_k p_t^k) − mean_k H(p_t^k) ] mutual information over K MC passes
+Sums follow the paper; `reduce_by_row(..., mean=True)` gives the length-normalised variant.
 """
 
 from __future__ import annotations
@@ -10,26 +17,85 @@ from __future__ import annotations
 import torch
 
 
+def flatten_masked(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, ...) values and a (B, T) bool mask -> (N, ...) kept values and their (N,) rows."""
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)  # (B, T)
+    return values[mask], rows[mask]
+
+
 def token_nll_and_entropy(
     logits: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token −log p_t(y_t) and H(p_t) = −Σ_v p_v log p_v (method.md §4).
+    """Per-token −log p_t(y_t) and H(p_t).
 
-    logits: (N, V) next-token logits at N answer positions, any float dtype (computed in fp32)
-    targets: (N,) the answer token at each position
-    returns: nll (N,), entropy (N,), both fp32
+    logits: (..., V) next-token logits at answer positions, any float dtype (computed in fp32)
+    targets: (...) the answer token at each position
+    returns: nll (...), entropy (...), both fp32
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
-    nll = -logp.gather(-1, targets[:, None]).squeeze(-1)  # (N,)
-    entropy = -(logp.exp() * logp).sum(-1)  # (N,)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
+    nll = -logp.gather(-1, targets[..., None]).squeeze(-1)  # (...)
+    entropy = -(logp.exp() * logp).sum(-1)  # (...)
     return nll, entropy
 
 
-def sum_by_row(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """Σ over each example's tokens: PE = Σ_t nll_t, ME = Σ_t H_t (summed as in the paper).
+def token_mutual_information(logits: torch.Tensor) -> torch.Tensor:
+    """BALD per token: H(mean_k p^k) − mean_k H(p^k), ≥ 0, 0 when all K passes agree.
 
-    values: (N,) per-token quantity; rows: (N,) example index in [0, n_rows)
-    returns: (n_rows,)
+    logits: (K, N, V) logits of K stochastic passes at the same N positions
+    returns: (N,) fp32
     """
-    out = torch.zeros(n_rows, dtype=values.dtype, device=values.device)
-    return out.index_add_(0, rows, values)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (K, N, V)
+    p = logp.exp()
+    mean_entropy = -(p * logp).sum(-1).mean(0)  # (N,)
+    p_mean = p.mean(0)  # (N, V)
+    entropy_of_mean = -(p_mean * torch.log(p_mean.clamp_min(1e-30))).sum(-1)  # (N,)
+    return (entropy_of_mean - mean_entropy).clamp_min(0.0)
+
+
+def reduce_by_row(
+    values: torch.Tensor, rows: torch.Tensor, n_rows: int, mean: bool = False
+) -> torch.Tensor:
+    """Σ (or mean, for length normalisation) over each example's tokens.
+
+    values: (..., N) per-token quantity, e.g. (K, N) for K passes; rows: (N,) example index
+    returns: (..., n_rows); an example without tokens gets 0
+    """
+    total = torch.zeros(*values.shape[:-1], n_rows, dtype=values.dtype, device=values.device)
+    total.index_add_(-1, rows, values)
+    if not mean:
+        return total
+    return total / torch.bincount(rows, minlength=n_rows).clamp_min(1)
+
+
+def normalise(u: torch.Tensor) -> torch.Tensor:
+    """Min–max over the candidates being ranked: (u − min) / (max − min); all zeros if constant.
+
+    u: (n,) -> (n,) in [0, 1]
+    """
+    low, high = u.min(), u.max()
+    if high == low:
+        return torch.zeros_like(u)
+    return (u - low) / (high - low)
+
+
+def subtract(tuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """N(U_tuned) − N(U_base): high where tuning made the model *less* sure than the base.
+
+    tuned, base: (n,) -> (n,) in [−1, 1]
+    """
+    return normalise(tuned) - normalise(base)
+
+
+def dynamic_weight(round: int, w0: float, step: float) -> float:
+    """λ_k = min(1, w₀ + Δ·k): trust the tuned model more as it sees more labels."""
+    return min(1.0, w0 + step * round)
+
+
+def dynamic_mix(tuned: torch.Tensor, base: torch.Tensor, weight: float) -> torch.Tensor:
+    """λ·N(U_tuned) + (1 − λ)·N(U_base), both normalised on the pool (STAR's dynamic uncertainty).
+
+    The authors normalised only the base term, so the raw tuned term (often ≫ 1) dominated
+    from the first round; star normalises both.
+    tuned, base: (n,) -> (n,) in [0, 1]
+    """
+    return weight * normalise(tuned) + (1.0 - weight) * normalise(base)

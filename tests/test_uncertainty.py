@@ -1,0 +1,93 @@
+"""Uncertainty math on small explicit tensors with hand-computed values (no model)."""
+
+import math
+
+import pytest
+import torch
+
+from star.uncertainty import (
+    dynamic_mix,
+    dynamic_weight,
+    flatten_masked,
+    normalise,
+    reduce_by_row,
+    subtract,
+    token_mutual_information,
+    token_nll_and_entropy,
+)
+
+LN2, LN5 = math.log(2), math.log(5)
+PEAKED = [0.5, 0.125, 0.125, 0.125, 0.125]  # H = 2 ln 2
+UNIFORM = [0.2] * 5  # H = ln 5
+STEP = [0.25, 0.25, 0.25, 0.125, 0.125]  # H = 2.25 ln 2
+
+
+def logits_of(*rows):
+    return torch.log(torch.tensor(rows))
+
+
+def case():
+    """2 examples × 3 answer positions × 5 words; example 2's last position is padding."""
+    logits = torch.stack(
+        [logits_of(PEAKED, UNIFORM, STEP), logits_of(UNIFORM, PEAKED, UNIFORM) * 0 + 50.0]
+    )  # (2, 3, 5)
+    logits[1, :2] = logits_of(UNIFORM, PEAKED)
+    logits[1, 2] = torch.tensor([90.0, -90.0, 3.0, 0.0, 1.0])  # garbage at the padded position
+    targets = torch.tensor([[0, 4, 3], [2, 1, 0]])  # (2, 3)
+    mask = torch.tensor([[True, True, True], [True, True, False]])  # (2, 3)
+    return logits, targets, mask
+
+
+def test_pe_and_me_hand_computed_with_padding_masked():
+    logits, targets, mask = case()
+    flat_logits, rows = flatten_masked(logits, mask)  # (5, 5), (5,)
+    flat_targets, _ = flatten_masked(targets, mask)
+    nll, ent = token_nll_and_entropy(flat_logits, flat_targets)
+    pe = reduce_by_row(nll, rows, 2)
+    me = reduce_by_row(ent, rows, 2)
+    assert pe.tolist() == pytest.approx([LN2 + LN5 + 3 * LN2, LN5 + 3 * LN2], abs=1e-5)
+    assert me.tolist() == pytest.approx([2 * LN2 + LN5 + 2.25 * LN2, LN5 + 2 * LN2], abs=1e-5)
+    mean_pe = reduce_by_row(nll, rows, 2, mean=True)
+    assert mean_pe.tolist() == pytest.approx([(4 * LN2 + LN5) / 3, (LN5 + 3 * LN2) / 2], abs=1e-5)
+
+
+def test_bald_hand_computed():
+    """K = 2 passes that agree everywhere but at example 1's first token (and the pad)."""
+    logits, _, mask = case()
+    passes = torch.stack([logits, logits.clone()])  # (2, 2, 3, 5)
+    passes[1, 0, 0] = logits_of([0.125, 0.5, 0.125, 0.125, 0.125])[0]
+    passes[1, 1, 2] = torch.tensor([-90.0, 90.0, 0.0, 0.0, 0.0])  # padding: must not count
+    flat = passes[:, mask]  # (2, 5, 5)
+    _, rows = flatten_masked(logits, mask)
+    bald = reduce_by_row(token_mutual_information(flat), rows, 2)
+    # mean p = [.3125, .3125, .125, .125, .125]; H(mean) − mean H = 0.625 ln 3.2 − 0.875 ln 2
+    assert bald.tolist() == pytest.approx([0.625 * math.log(3.2) - 0.875 * LN2, 0.0], abs=1e-6)
+
+
+def test_bald_is_zero_for_identical_passes():
+    logits = torch.randn(4, 7)
+    assert torch.allclose(token_mutual_information(torch.stack([logits] * 3)), torch.zeros(4))
+
+
+def test_normalise():
+    assert normalise(torch.tensor([2.0, 4.0, 3.0])).tolist() == [0.0, 1.0, 0.5]
+    assert normalise(torch.tensor([7.0, 7.0, 7.0])).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_dynamic_weights_and_mixing():
+    assert dynamic_weight(0, 0.1, 0.1) == pytest.approx(0.1)
+    assert dynamic_weight(8, 0.1, 0.1) == pytest.approx(0.9)
+    assert dynamic_weight(12, 0.1, 0.1) == 1.0
+    tuned, base = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([20.0, 10.0, 0.0])
+    assert dynamic_mix(tuned, base, dynamic_weight(0, 0.1, 0.1)).tolist() == pytest.approx(
+        [0.9, 0.5, 0.1]
+    )
+    assert dynamic_mix(tuned, base, dynamic_weight(8, 0.1, 0.1)).tolist() == pytest.approx(
+        [0.1, 0.5, 0.9]
+    )
+
+
+def test_subtract_sign():
+    """Positive where the tuned model is more uncertain than the base model, relatively."""
+    tuned, base = torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])
+    assert subtract(tuned, base).tolist() == pytest.approx([1.0, -0.5, -0.5])
