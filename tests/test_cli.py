@@ -9,6 +9,11 @@ import pytest
 from star import config as cfg
 from star.cli import build_parser, main
 
+# The issue's small tiny-random setting.
+SMALL = (
+    "--model tiny-random --init-size 8 --query-size 8 --rounds 2 --pool-size 64 --eval-size 16"
+).split()
+
 
 def star(*args, cwd=None):
     return subprocess.run(
@@ -43,24 +48,7 @@ def test_top_help_lists_subcommands(capsys):
     ],
 )
 def test_bad_options_give_one_line(tmp_path, capsys, args, message):
-    code = main(
-        [
-            "run",
-            "--out",
-            str(tmp_path / "r"),
-            "--model",
-            "tiny-random",
-            "--pool-size",
-            "64",
-            "--init-size",
-            "8",
-            "--query-size",
-            "8",
-            "--rounds",
-            "2",
-            *args,
-        ]
-    )
+    code = main(["run", "--out", str(tmp_path / "r"), *SMALL, *args])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(message) and err.count("\n") == 1
@@ -91,27 +79,7 @@ def test_acceptance_command(tmp_path):
     """The issue's command, as a subprocess: it finishes and writes the run directory."""
     out = tmp_path / "run"
     result = star(
-        "run",
-        "--task",
-        "obqa",
-        "--strategy",
-        "pe",
-        "--model",
-        "tiny-random",
-        "--init-size",
-        "8",
-        "--query-size",
-        "8",
-        "--rounds",
-        "2",
-        "--pool-size",
-        "64",
-        "--eval-size",
-        "16",
-        "--seed",
-        "0",
-        "--out",
-        str(out),
+        "run", "--task", "obqa", "--strategy", "pe", *SMALL, "--seed", "0", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
     table = [line.split() for line in result.stdout.splitlines()[2:]]

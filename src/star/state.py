@@ -149,6 +149,7 @@ class RunDir:
         tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
         try:
             model.save_pretrained(tmp, safe_serialization=True)
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
         finally:
