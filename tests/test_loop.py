@@ -9,7 +9,7 @@ import yaml
 
 from star import config as cfg
 from star import loop
-from star.errors import ConfigError, RunDirError
+from star.errors import BadInputError, ConfigError, RunDirError
 
 SMALL = {
     "task": "obqa",
@@ -164,3 +164,20 @@ def test_label_free_target_runs(tmp_path):
     metrics = loop.run(config, tmp_path / "run")
     assert [m["round"] for m in metrics] == [0, 1]
     assert len(read(tmp_path / "run" / "rounds" / "000" / "selected.jsonl")) == 8
+
+
+def test_damaged_run_directory_gives_a_clear_error(full_run, tmp_path):
+    out, _ = full_run
+    copy = tmp_path / "damaged"
+    shutil.copytree(out, copy)
+    with open(copy / "labeled.jsonl", "a") as f:
+        f.write('{"id": "obqa-train-00001"}\n')
+    with pytest.raises(RunDirError, match=r"labeled.jsonl:25: 'round' must be an integer"):
+        loop.run(small(), copy)
+    (copy / "metrics.jsonl").write_text('{"round": 0}\n{"round": 5\n')
+    with pytest.raises(BadInputError, match=r"metrics.jsonl:2: invalid JSON"):
+        loop.run(small(), copy)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a run directory"):
+        loop.run(small(), a_file)

@@ -97,6 +97,8 @@ class RunDir:
                     f"{path} holds a run with a different config ({', '.join(changed)} differ): "
                     "use the same options to resume, or a new --out"
                 )
+        elif path.exists() and not path.is_dir():
+            raise RunDirError(f"{path} is a file, not a run directory: choose a new --out")
         elif path.exists() and any(path.iterdir()):
             raise RunDirError(f"{path} is not empty and holds no star run: choose a new --out")
         else:
@@ -134,6 +136,9 @@ class RunDir:
         if not self.labeled_path.exists():
             return {}
         rows = read_jsonl(self.labeled_path, required=("id",))
+        for number, r in enumerate(rows, 1):
+            if not isinstance(r.get("round"), int):
+                raise RunDirError(f"{self.labeled_path}:{number}: 'round' must be an integer")
         return {r["id"]: r["round"] for r in rows if r["round"] <= up_to_round}
 
     def write_labeled(self, labeled: dict[str, int]) -> None:
