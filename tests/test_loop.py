@@ -10,6 +10,7 @@ import yaml
 from star import config as cfg
 from star import loop
 from star.errors import BadInputError, ConfigError, RunDirError
+from star.state import RunDir
 
 SMALL = {
     "task": "obqa",
@@ -181,3 +182,23 @@ def test_damaged_run_directory_gives_a_clear_error(full_run, tmp_path):
     a_file.write_text("x")
     with pytest.raises(RunDirError, match="is a file, not a run directory"):
         loop.run(small(), a_file)
+
+
+def test_a_second_process_is_refused(full_run, tmp_path):
+    """flock semantics are per open file, so a second open in this process stands in for a
+    second process; the holder is unharmed and the lock goes with it."""
+    out, metrics = full_run
+    holder = RunDir.open(out, small())
+    try:
+        with pytest.raises(RunDirError, match=r"in use by another star process \(pid \d+\)"):
+            loop.run(small(), out)
+    finally:
+        holder.close()
+    assert loop.run(small(), out) == metrics
+
+
+def test_a_foreign_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="is not empty and holds no star run"):
+        loop.run(small(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -81,7 +81,6 @@ class Run:
         self.splits = load_splits(config)
         self.base, self.tokenizer = models.load(config.model)
         self.pad_id = self.tokenizer.pad_token_id
-        self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
         d = config.data
         pool_items = encode(
             self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
@@ -90,9 +89,16 @@ class Run:
         self.eval_prompts = encode(
             self.splits.eval, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
         )
+        self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
 
     def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
         """Do every round not yet finished; returns the metrics of all rounds."""
+        try:
+            return self._rounds(on_round)
+        finally:
+            self.dir.close()
+
+    def _rounds(self, on_round: Callable[[dict], None] | None) -> list[dict]:
         metrics = self.dir.metrics()
         labeled = self.dir.labeled(up_to_round=len(metrics))
         if not labeled:

@@ -7,7 +7,7 @@ import torch
 
 def accuracy(correct: torch.Tensor) -> float:
     """correct: (n,) bool -> fraction correct (0 for n = 0)."""
-    return correct.float().mean().item() if len(correct) else 0.0
+    return correct.double().mean().item() if len(correct) else 0.0
 
 
 def reliability_bins(

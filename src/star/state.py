@@ -2,6 +2,7 @@
 
 Layout:
     config.yaml              the resolved RunConfig (with star_version)
+    .lock                    flock of the process working here; a second process is refused
     labeled.jsonl            {"id", "round"}: round = first round whose training includes it
     metrics.jsonl            one object per finished round; its last line commits the round
     rounds/NNN/eval.jsonl    per-example predictions on the evaluation split
@@ -15,6 +16,7 @@ ignored. Nothing is derived from file or directory names.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -27,6 +29,8 @@ import yaml
 from star import config as cfg
 from star.data import read_jsonl
 from star.errors import ConfigError, RunDirError
+
+LOCK = ".lock"  # held (flock) by the star process working in a run directory
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -80,31 +84,64 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock: int | None = None
 
     @classmethod
     def open(cls, path: Path, config: cfg.RunConfig) -> RunDir:
+        """Create the run directory or check it holds this same run; lock it against a second
+        star process until `close` (the OS drops the lock if the process dies)."""
         run = cls(path)
-        if run.config_path.exists():
-            saved = read_config(run.config_path)
-            if saved.star_version != config.star_version:
-                raise RunDirError(
-                    f"{path} was written by star {saved.star_version}, this is star "
-                    f"{config.star_version}: resume it with that version or use a new --out"
-                )
-            changed = cfg.differences(saved, config)
-            if changed:
-                raise RunDirError(
-                    f"{path} holds a run with a different config ({', '.join(changed)} differ): "
-                    "use the same options to resume, or a new --out"
-                )
-        elif path.exists() and not path.is_dir():
+        if path.exists() and not path.is_dir():
             raise RunDirError(f"{path} is a file, not a run directory: choose a new --out")
-        elif path.exists() and any(path.iterdir()):
-            raise RunDirError(f"{path} is not empty and holds no star run: choose a new --out")
-        else:
-            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            atomic_write(run.config_path, text)
+        if path.exists() and not run.config_path.exists():
+            if any(p.name != LOCK for p in path.iterdir()):
+                raise RunDirError(f"{path} is not empty and holds no star run: choose a new --out")
+        path.mkdir(parents=True, exist_ok=True)
+        run._acquire()
+        try:
+            run._check_or_write(config)
+        except BaseException:
+            run.close()
+            raise
         return run
+
+    def _acquire(self) -> None:
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunDirError(
+                f"{self.path} is in use by another star process (pid {holder}); wait for it "
+                "to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def close(self) -> None:
+        """Release the directory lock."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _check_or_write(self, config: cfg.RunConfig) -> None:
+        if not self.config_path.exists():
+            atomic_write(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+            return
+        saved = read_config(self.config_path)
+        if saved.star_version != config.star_version:
+            raise RunDirError(
+                f"{self.path} was written by star {saved.star_version}, this is star "
+                f"{config.star_version}: resume it with that version or use a new --out"
+            )
+        changed = cfg.differences(saved, config)
+        if changed:
+            raise RunDirError(
+                f"{self.path} holds a run with a different config ({', '.join(changed)} "
+                "differ): use the same options to resume, or a new --out"
+            )
 
     @property
     def config_path(self) -> Path:
