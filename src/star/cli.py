@@ -100,7 +100,7 @@ def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
 
 def _print_round(row: dict[str, Any]) -> None:
     print(
-        f"{row['round']:>5}  {row['n_labeled']:>9}  {row['accuracy']:>8.4f}  "
+        f"{row['round']:>5}  {row['n_labeled']:>9}  {row['accuracy']:>8.4f}  {row['ece']:>6.4f}  "
         f"{row['train_loss']:>10.4f}  {row['seconds']:>7.1f}",
         flush=True,
     )
@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(
-        f"{'round':>5}  {'n_labeled':>9}  {'accuracy':>8}  {'train_loss':>10}  {'seconds':>7}",
+        f"{'round':>5}  {'n_labeled':>9}  {'accuracy':>8}  {'ece':>6}  {'train_loss':>10}  "
+        f"{'seconds':>7}",
         flush=True,
     )
     run(config, args.out, on_round=_print_round)
