@@ -1,6 +1,7 @@
 """The frozen config: defaults, overrides, validation, YAML round trip, differences."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -134,3 +135,13 @@ def test_every_option_has_a_flag_and_help():
     ):
         assert needed in flags
     assert all(o.help for o in cfg.options())
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid(path):
+    from star.state import read_tree
+
+    config = cfg.build({}, read_tree(path))
+    assert config.model.name == "smollm2-135m" and config.task == "obqa"
