@@ -102,7 +102,7 @@ def _gguf_dir() -> str:
 
 
 def _convert_embedded(dest: Path) -> None:
-    """GGUF (Q4_1) -> de-quantised fp32 safetensors; checked bit-exact on reload."""
+    """GGUF (Q4_1) -> de-quantised fp32 safetensors (runtime.md: the round trip is bit-exact)."""
     src = _gguf_dir()
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
     model.hf_quantizer = None
