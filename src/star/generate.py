@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from star.data import Encoded
+from star.data import Encoded, collate
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,17 @@ def generate(
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=None, leave=False):
         index = order[start : start + batch_size]
-        width = max(len(prompts[i].prompt_ids) for i in index)
-        ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            p = prompts[i].prompt_ids
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
+        # left padding so every row's next token is at the last position; collate does it
+        batch = collate(
+            [Encoded(prompts[i].prompt_ids, []) for i in index],
+            tokenizer.pad_token_id,
+            padding_side="left",
+        )
+        width = batch.input_ids.shape[1]
         recorder = _Recorder(watch)
         out = model.generate(
-            input_ids=ids.to(on),
-            attention_mask=mask.to(on),
+            input_ids=batch.input_ids.to(on),
+            attention_mask=batch.attention_mask.to(on),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
