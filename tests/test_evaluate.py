@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from star.data import encode
+from star.data import collate, encode
 from star.evaluate import LabelTokens, answer_confidence, label_confidence
-from star.generate import Generated, generate
+from star.generate import Generated, generate, greedy
 from star.tasks import TASKS, load_split
 
 
@@ -69,3 +69,53 @@ def test_batched_generation_equals_one_at_a_time(tiny):
         assert together.token_ids == alone.token_ids
         assert torch.allclose(together.chosen_logp, alone.chosen_logp, atol=1e-4)
         assert together.text == tok.decode(alone.token_ids, skip_special_tokens=True)
+
+
+def test_greedy_matches_hf_generate(tiny):
+    model, tok = tiny
+    prompts = encode(load_split("obqa", "test")[:4], tok, 64, 8)
+    batch = collate(prompts, tok.pad_token_id, padding_side="left")
+    reference = model.generate(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        max_new_tokens=5,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tok.pad_token_id,
+    )[:, batch.input_ids.shape[1] :]
+    tokens, chosen, _ = greedy(
+        model, batch.input_ids, batch.attention_mask, 5, None, torch.tensor([], dtype=torch.long)
+    )
+    assert torch.equal(tokens, reference)
+    assert (chosen <= 0).all()
+
+
+def test_greedy_drops_finished_rows_without_changing_the_others(tiny):
+    model, tok = tiny
+    prompts = encode(load_split("obqa", "test")[:4], tok, 64, 8)
+    batch = collate(prompts, tok.pad_token_id, padding_side="left")
+    watch = torch.tensor([5, 7])
+    full = greedy(model, batch.input_ids, batch.attention_mask, 6, None, watch)
+    stop = int(full[0][1, 2])  # pretend row 1's third token is EOS: row 1 leaves after step 2
+    cut = greedy(model, batch.input_ids, batch.attention_mask, 6, stop, watch)
+    steps = []
+    for row in range(4):
+        ends = (full[0][row] == stop).nonzero()
+        n = int(ends[0]) + 1 if len(ends) else 6  # steps this row really made
+        steps.append(n)
+        assert torch.equal(cut[0][row, :n], full[0][row, :n])
+        assert (cut[0][row, n:] == stop).all()
+        assert torch.allclose(cut[1][row, :n], full[1][row, :n], atol=1e-5)
+        assert torch.allclose(cut[2][row, :n], full[2][row, :n], atol=1e-4)
+    assert steps[1] <= 3 and max(steps) == 6  # one row left early, another went on
+
+
+def test_bucketed_prefill_gives_the_same_tokens_as_one_forward(tiny):
+    model, tok = tiny
+    prompts = encode(load_split("obqa", "test")[:3] + load_split("gsm8k", "test")[:3], tok, 64, 8)
+    batch = collate(prompts, tok.pad_token_id, padding_side="left")
+    none = torch.tensor([], dtype=torch.long)
+    whole = greedy(model, batch.input_ids, batch.attention_mask, 5, None, none, 10**6)
+    buckets = greedy(model, batch.input_ids, batch.attention_mask, 5, None, none, 130)
+    assert torch.equal(whole[0], buckets[0])
+    assert torch.allclose(whole[1], buckets[1], atol=1e-5)

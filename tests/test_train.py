@@ -1,11 +1,14 @@
-"""Training: the hybrid regulariser decays lora_B only; a round of training lowers the loss."""
+"""Training: the loss equals plain padded cross-entropy, the hybrid regulariser decays lora_B
+only, and a round of training lowers the loss."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from star import model as models
 from star.config import LoraConfig, TrainConfig
-from star.data import Encoded, collate
+from star.data import IGNORE, Encoded, collate, encode
+from star.tasks import load_split
 from star.train import answer_loss, optimizer_groups, train_adapter
 
 
@@ -68,3 +71,16 @@ def test_schedule_is_sized_from_the_training_set(tiny, adapter, monkeypatch):
         adapter, items, tiny[1].pad_token_id, TrainConfig(epochs=2, batch_size=4, b_decay=0.0), 0
     )
     assert sizes == [(0, 6)]
+
+
+def test_answer_loss_equals_padded_cross_entropy_over_all_positions(tiny):
+    """Projecting only answer positions changes the work, not the loss."""
+    model, tok = tiny
+    items = encode(load_split("gsm8k", "train")[:2] + load_split("obqa", "train")[:3], tok, 64, 12)
+    batch = collate(items, tok.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        plain = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE
+        )
+        assert torch.allclose(answer_loss(model, batch), plain, atol=1e-5)

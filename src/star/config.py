@@ -102,8 +102,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    score_batch_tokens: int = _opt(
-        4096, "token budget of one scoring batch (prompt + answer, after padding)"
+    batch_tokens: int | None = _opt(
+        None,
+        "token budget of one forward pass, after padding (scoring batches, generation "
+        "prefill); unset: 512 on CPUs (larger is slower there, docs/performance.md), "
+        "8192 on GPUs. Scores do not depend on it",
     )
     eval_batch_size: int = _opt(32, "prompts generated together during evaluation")
 
@@ -141,11 +144,12 @@ class RunConfig:
             "train.epochs",
             "train.batch_size",
             "lora.r",
-            "inference.score_batch_tokens",
+            "inference.batch_tokens",
             "inference.eval_batch_size",
         ):
-            if get_path(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {get_path(self, name)}")
+            value = get_path(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
         if not 0 <= self.lora.dropout < 1:
             raise ConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         if self.loop.rounds > 1 and self.loop.query_size < 1:

@@ -92,6 +92,7 @@ def evaluate(
     examples: list[Example],
     prompts: list[Encoded],
     batch_size: int,
+    prefill_tokens: int,
 ) -> list[Prediction]:
     table = LabelTokens.build(tokenizer, spec.labels) if spec.labels else None
     outputs = generate(
@@ -100,6 +101,7 @@ def evaluate(
         prompts,
         spec.max_new_tokens,
         batch_size,
+        prefill_tokens=prefill_tokens,
         watched=table.watched if table else None,
         desc="evaluating",
     )

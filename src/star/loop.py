@@ -81,6 +81,7 @@ class Run:
         self.splits = load_splits(config)
         self.base, self.tokenizer = models.load(config.model)
         self.pad_id = self.tokenizer.pad_token_id
+        self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, models.device())
         d = config.data
         pool_items = encode(
             self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
@@ -142,6 +143,7 @@ class Run:
                 self.splits.eval,
                 self.eval_prompts,
                 self.config.inference.eval_batch_size,
+                self.batch_tokens,
             )
             write_jsonl(
                 self.dir.round_dir(k) / "eval.jsonl", (dataclasses.asdict(p) for p in predictions)
@@ -174,6 +176,7 @@ class Run:
             items,
             self.spec.max_new_tokens,
             self.config.inference.eval_batch_size,
+            prefill_tokens=self.batch_tokens,
             desc="answering pool",
         )
         return [Encoded(x.prompt_ids, a.token_ids) for x, a in zip(items, answers, strict=True)]
@@ -187,7 +190,7 @@ class Run:
                 model,
                 items,
                 self.pad_id,
-                self.config.inference.score_batch_tokens,
+                self.batch_tokens,
                 passes=u.mc_passes,
                 length_norm=u.length_norm,
                 desc="scoring (tuned)",
@@ -208,7 +211,7 @@ class Run:
                     model,
                     self.targets(model, self.splits.pool),
                     self.pad_id,
-                    self.config.inference.score_batch_tokens,
+                    self.batch_tokens,
                     length_norm=self.config.uncertainty.length_norm,
                     desc="scoring (base)",
                 )

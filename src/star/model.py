@@ -61,6 +61,14 @@ def pick_dtype(setting: str, on: torch.device) -> torch.dtype:
     return torch.bfloat16 if amx() else torch.float32
 
 
+def batch_tokens(setting: int | None, on: torch.device) -> int:
+    """Tokens per forward pass: small on CPUs, whose matmuls slow down once activations
+    overflow the caches (measured in docs/performance.md), large on GPUs."""
+    if setting is not None:
+        return setting
+    return 8192 if on.type == "cuda" else 512
+
+
 def model_folder(name: str) -> Path:
     """The local folder behind a model name, built on first use for the two named models."""
     if name == EMBEDDED:

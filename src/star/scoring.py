@@ -20,7 +20,7 @@ from star.uncertainty import (
     token_nll_and_entropy,
 )
 
-LOGIT_BLOCK = 1024  # (passes × answer tokens) per log-softmax block: 1024 × 49k fp32 ≈ 200 MB
+LOGIT_BLOCK = 256  # (passes × answer tokens) per log-softmax block: 256 × 49k fp32 ≈ 50 MB
 
 
 def causal_lm(model):
@@ -38,7 +38,10 @@ def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torc
     hidden = (
         causal_lm(model)
         .get_decoder()(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=positions,
+            use_cache=False,  # a teacher-forced pass needs no KV cache
         )
         .last_hidden_state
     )  # (B, T, H)
