@@ -337,6 +337,7 @@ def main() -> int:
     parser.add_argument("--batch-tokens", type=int, default=None, help="default: star's")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the script")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--train-only", action="store_true", help="only the training section")
     args = parser.parse_args()
     if args.quick:
         args.obqa, args.gsm8k, args.naive, args.naive_gsm8k, args.bf16 = 32, 8, 8, 4, 4
@@ -345,6 +346,11 @@ def main() -> int:
     torch.manual_seed(0)
     clock = time.perf_counter()
     model, tok = models.load(ModelConfig(name=models.EMBEDDED, dtype="float32"))
+    if args.train_only:
+        ceiling = matmul_ceiling(torch.float32)
+        print(f"fp32 ceiling {gflops(ceiling)}")
+        training(model, tok, pool("obqa", args.obqa, tok), Flops(model), ceiling, args.train_steps)
+        return 0
     if args.memory_only:
         obqa, gsm8k = pool("obqa", args.obqa, tok), pool("gsm8k", 64, tok)
         memory(model, tok, obqa, gsm8k, [512, 1024, 2048, 4096])
