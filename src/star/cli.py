@@ -73,9 +73,145 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="only the per-round lines")
     _add_config_options(run)
 
+    _add_project_commands(sub)
     sub.add_parser("strategies", help="list the query strategies")
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
+
+
+def _add_project_commands(sub) -> None:
+    """Labelling your own data: init, next, label, train, status, export-adapter."""
+    init = sub.add_parser(
+        "init",
+        help="start a labelling project on your own pool (JSONL or CSV)",
+        description="Copies and checks the pool (and optional seed labels and eval file) into "
+        "a new project directory. Items with `choices` are multiple choice.",
+    )
+    init.add_argument("dir", type=Path, help="new project directory")
+    init.add_argument("--pool", type=Path, required=True, help="unlabelled items, .jsonl or .csv")
+    init.add_argument("--seed-labels", type=Path, help="already labelled items (need an answer)")
+    init.add_argument("--eval", type=Path, help="evaluation items with answers")
+    for name in ("id", "prompt", "answer", "choices"):
+        init.add_argument(f"--{name}-field", default=name, help=f"column of the {name}")
+    init.add_argument("--max-new-tokens", type=int, default=64, help="answer length to generate")
+    init.add_argument("--config", type=Path, help="YAML file of run options")
+    _add_config_options(init)
+
+    nxt = sub.add_parser("next", help="select the next items to label and write them to a file")
+    nxt.add_argument("dir", type=Path)
+    nxt.add_argument("--k", type=int, required=True, help="how many items")
+    nxt.add_argument("--format", choices=("jsonl", "csv", "label-studio"), default="jsonl")
+    nxt.add_argument("--out", type=Path, help="file to write (default: DIR/exports/batch-NNN.*)")
+
+    label = sub.add_parser("label", help="import labels from a filled-in batch file")
+    label.add_argument("dir", type=Path)
+    label.add_argument(
+        "file",
+        type=Path,
+        help=".jsonl/.csv with id and label, or Label Studio's JSON export (.json)",
+    )
+    label.add_argument("--relabel", action="store_true", help="replace labels that differ")
+    label.add_argument(
+        "--allow-unexported",
+        action="store_true",
+        help="accept labels for items `star next` never exported",
+    )
+
+    train = sub.add_parser("train", help="train a fresh adapter on all labels, then evaluate")
+    train.add_argument("dir", type=Path)
+    status = sub.add_parser("status", help="counts, rounds and metrics of a project")
+    status.add_argument("dir", type=Path)
+    export = sub.add_parser("export-adapter", help="copy a round's PEFT adapter out")
+    export.add_argument("dir", type=Path)
+    export.add_argument("out", type=Path, help="new folder for PeftModel.from_pretrained")
+    export.add_argument("--round", type=int, help="default: the last round")
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    known = {o.path: o for o in cfg.options()}
+    return {
+        path: cfg.coerce(known[path], value, f"--{known[path].flag}")
+        for path, value in vars(args).items()
+        if path in known
+    }
+
+
+def _init(args: argparse.Namespace) -> int:
+    from star.pool import Fields
+    from star.project import Project, Settings
+    from star.state import read_tree
+
+    if args.max_new_tokens < 1:
+        raise cfg.ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    base = read_tree(args.config) if args.config else None
+    fields = Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
+    settings = Settings(fields, args.max_new_tokens, cfg.build(_given(args), base))
+    Project.init(args.dir, args.pool, settings, args.seed_labels, args.eval)
+    with Project.open(args.dir) as project:
+        _print_status(project.status())
+    return 0
+
+
+def _next(args: argparse.Namespace) -> int:
+    from star.project import Project
+
+    if args.k < 1:
+        raise cfg.ConfigError(f"--k must be at least 1, got {args.k}")
+    with Project.open(args.dir) as project:
+        out, n, left = project.next(args.k, args.format, args.out)
+    if n < args.k:
+        print(f"only {left} unlabelled item(s) were left; all of them are in this batch")
+    print(f"wrote {n} item(s) to label to {out}")
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from star.project import Project
+
+    with Project.open(args.dir) as project:
+        counts = project.import_labels(args.file, args.relabel, args.allow_unexported)
+        print(
+            f"imported {counts['imported']} label(s), {counts['unchanged']} already recorded; "
+            f"{len(project.labels())} labelled in all"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from star.project import Project
+
+    with Project.open(args.dir) as project:
+        row = project.train()
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
+    print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from star.project import Project
+
+    with Project.open(args.dir) as project:
+        _print_status(project.status())
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    print(
+        f"pool {status['pool']}: {status['labelled']} labelled, {status['waiting']} waiting "
+        f"for labels in {status['batches']} batch(es), {status['unlabelled']} unlabelled"
+    )
+    for row in status["rounds"]:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
+        print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
+
+
+def _export_adapter(args: argparse.Namespace) -> int:
+    from star.project import Project
+
+    with Project.open(args.dir) as project:
+        out = project.export_adapter(args.out, args.round)
+    print(f"adapter written to {out} (load with PeftModel.from_pretrained(base, '{out}'))")
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
@@ -89,13 +225,7 @@ def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
         base = read_tree(saved)
     else:
         base = None
-    known = {o.path: o for o in cfg.options()}
-    given = {
-        path: cfg.coerce(known[path], value, f"--{known[path].flag}")
-        for path, value in vars(args).items()
-        if path in known
-    }
-    return cfg.build(given, base)
+    return cfg.build(_given(args), base)
 
 
 def _print_round(row: dict[str, Any]) -> None:
@@ -148,7 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     _quiet_libraries()
-    commands = {"run": _run, "strategies": _strategies, "tasks": _tasks}
+    commands = {
+        "run": _run,
+        "strategies": _strategies,
+        "tasks": _tasks,
+        "init": _init,
+        "next": _next,
+        "label": _label,
+        "train": _train,
+        "status": _status,
+        "export-adapter": _export_adapter,
+    }
     try:
         return commands[args.command](args)
     except StarError as e:

@@ -15,6 +15,7 @@ import torch
 from star.data import Encoded, Example
 from star.generate import Generated, generate
 from star.metrics import accuracy, expected_calibration_error
+from star.scoring import score
 from star.tasks import TaskSpec
 
 # Spellings a label may take in generated text; a spelling counts only if every label is
@@ -119,3 +120,20 @@ def summarise(predictions: list[Prediction]) -> dict[str, float]:
     correct = torch.tensor([p.correct for p in predictions], dtype=torch.bool)
     confidence = torch.tensor([p.confidence for p in predictions])
     return {"accuracy": accuracy(correct), "ece": expected_calibration_error(confidence, correct)}
+
+
+@torch.inference_mode()
+def option_probabilities(
+    model, prompts: list[Encoded], options: list[list[list[int]]], pad_id: int, batch_tokens: int
+) -> list[torch.Tensor]:
+    """For multiple choice: p(option | prompt) renormalised over each item's options, from one
+    teacher-forced pass over every (prompt, option) pair; no generation.
+
+    options[i]: the token ids of item i's options. returns: per item, (n_options_i,) probs.
+    """
+    pairs = [
+        Encoded(p.prompt_ids, o) for p, opts in zip(prompts, options, strict=True) for o in opts
+    ]
+    loglik = -score(model, pairs, pad_id, batch_tokens, desc="options").pe  # (Σ n_options,)
+    sizes = [len(o) for o in options]
+    return [torch.softmax(part, -1) for part in loglik.split(sizes)]

@@ -135,6 +135,23 @@ def _build_tiny(dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
+def check_causal_lm(name: str) -> None:
+    """Refuse early (at `star init`) a folder whose config is not a causal language model."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    folder = model_folder(name)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot read the model config in {folder}: {first}") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(
+            f"{folder} holds a {config.model_type!r} model, not a causal language model"
+        )
+
+
 def load(config: ModelConfig):
     """(model in eval mode on the device, tokenizer with a pad token)."""
     folder = model_folder(config.name)

@@ -79,6 +79,37 @@ def read_config(path: Path) -> cfg.RunConfig:
     return cfg.from_dict(read_tree(path), str(path))
 
 
+def lock_dir(path: Path) -> int:
+    """flock `path/.lock` for this process (the OS drops it if the process dies); a second
+    star process is refused, naming the holder's pid. Returns the fd to close."""
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirError(
+            f"{path} is in use by another star process (pid {holder}); wait for it "
+            "to finish or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def save_adapter_to(model, target: Path) -> None:
+    """PEFT `save_pretrained` into a temp folder, then rename into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class RunDir:
     """One run's directory; `open` creates it or checks that it holds this same run."""
 
@@ -106,19 +137,7 @@ class RunDir:
         return run
 
     def _acquire(self) -> None:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunDirError(
-                f"{self.path} is in use by another star process (pid {holder}); wait for it "
-                "to finish or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock = fd
+        self._lock = lock_dir(self.path)
 
     def close(self) -> None:
         """Release the directory lock."""
@@ -185,14 +204,4 @@ class RunDir:
         write_jsonl(self.metrics_path, rows)
 
     def save_adapter(self, model, k: int) -> None:
-        """PEFT `save_pretrained` into a temp folder, then rename into place."""
-        target = self.round_dir(k) / "adapter"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        save_adapter_to(model, self.round_dir(k) / "adapter")

@@ -1,0 +1,162 @@
+"""Batches to label, out and back: JSONL, CSV and Label Studio's task-import / JSON-export.
+
+Out: one row per item with the model's current answer (a pre-annotation) and its uncertainty;
+the person fills `label`. Back: (line, id, label) triples, whatever the format; rows with an
+empty label are not labelled yet and are skipped. Label Studio tasks carry the model's answer
+as a prediction, and per-item choices as `options` for a dynamic <Choices>.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from star.errors import BadInputError
+from star.pool import CHOICE_SEPARATOR, raw_rows
+
+FORMATS = ("jsonl", "csv", "label-studio")
+SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "label-studio": ".json"}
+FROM_NAME, TO_NAME = "label", "prompt"  # control and object names in LABEL_CONFIG
+
+# A Label Studio labelling interface for star batches: free text, plus choices when a task
+# has `options` (Label Studio shows a <Choices> with no options as nothing).
+LABEL_CONFIG = """<View>
+  <Text name="prompt" value="$prompt"/>
+  <Choices name="label_choice" toName="prompt" value="$options" choice="single"/>
+  <TextArea name="label" toName="prompt" maxSubmissions="1" editable="true"
+            placeholder="the answer the model should give"/>
+</View>
+"""
+
+
+@dataclass(frozen=True)
+class ToLabel:
+    id: str
+    prompt: str
+    choices: tuple[str, ...] | None
+    model_answer: str
+    uncertainty: float
+
+
+@dataclass(frozen=True)
+class Label:
+    line: int  # where it came from, for messages (task index for Label Studio files)
+    id: str
+    label: str
+
+
+def render(rows: list[ToLabel], fmt: str, model_version: str) -> str:
+    if fmt == "jsonl":
+        return "".join(
+            json.dumps(
+                {
+                    "id": r.id,
+                    "prompt": r.prompt,
+                    **({"choices": list(r.choices)} if r.choices else {}),
+                    "model_answer": r.model_answer,
+                    "uncertainty": r.uncertainty,
+                    "label": None,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for r in rows
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id", "prompt", "choices", "model_answer", "uncertainty", "label"])
+        for r in rows:
+            choices = CHOICE_SEPARATOR.join(r.choices) if r.choices else ""
+            writer.writerow([r.id, r.prompt, choices, r.model_answer, f"{r.uncertainty:.6g}", ""])
+        return out.getvalue()
+    if fmt == "label-studio":
+        return json.dumps([ls_task(r, model_version) for r in rows], ensure_ascii=False, indent=1)
+    raise ValueError(fmt)
+
+
+def ls_task(row: ToLabel, model_version: str) -> dict:
+    """One task in Label Studio's import format, the model's answer as its prediction."""
+    if row.choices:
+        result = {"type": "choices", "from_name": "label_choice", "value": {"choices": []}}
+        result["value"]["choices"] = [row.model_answer] if row.model_answer in row.choices else []
+    else:
+        result = {"type": "textarea", "from_name": FROM_NAME, "value": {"text": [row.model_answer]}}
+    data = {"star_id": row.id, "prompt": row.prompt, "options": []}
+    if row.choices:
+        data["options"] = [{"value": c} for c in row.choices]
+    return {
+        "data": data,
+        "predictions": [
+            {
+                "model_version": model_version,
+                "score": row.uncertainty,
+                "result": [{**result, "to_name": TO_NAME}],
+            }
+        ],
+    }
+
+
+def parse(path: Path) -> list[Label]:
+    """Labels in a filled-in batch: .jsonl/.csv rows with `id` and `label`, or a Label Studio
+    JSON export (.json: a list of tasks with annotations)."""
+    if path.suffix.lower() == ".json":
+        return _parse_label_studio(path)
+    labels = []
+    for number, row in raw_rows(path):
+        id_, label = row.get("id"), row.get("label")
+        if not isinstance(id_, str | int) or isinstance(id_, bool) or not str(id_).strip():
+            raise BadInputError(f"{path}:{number}: missing or empty field 'id'")
+        if label is None or (isinstance(label, str) and not label.strip()):
+            continue  # not labelled yet
+        if not isinstance(label, str | int | float) or isinstance(label, bool):
+            raise BadInputError(f"{path}:{number}: field 'label' must be text")
+        labels.append(Label(number, str(id_).strip(), str(label).strip()))
+    return labels
+
+
+def _parse_label_studio(path: Path) -> list[Label]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadInputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(tasks, list):
+        raise BadInputError(f"{path}: expected Label Studio's JSON export (a list of tasks)")
+    labels = []
+    for number, task in enumerate(tasks, 1):
+        where = f"{path}: task {number}"
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("star_id"), str):
+            raise BadInputError(f"{where}: no data.star_id (was it exported by `star next`?)")
+        label = annotation_label(task.get("annotations") or [], where)
+        if label is not None:
+            labels.append(Label(number, data["star_id"], label))
+    return labels
+
+
+def annotation_label(annotations: list, where: str) -> str | None:
+    """The label of the newest submitted (not cancelled) annotation: its choice if it picked
+    one, else its text. None if nobody has answered yet."""
+    done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    done.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id", 0)))
+    for annotation in reversed(done):
+        by_kind: dict[str, str] = {}
+        for result in annotation.get("result") or []:
+            value = result.get("value", {}) if isinstance(result, dict) else {}
+            for kind in ("choices", "text"):
+                picked = value.get(kind)
+                if isinstance(picked, list) and picked and isinstance(picked[0], str):
+                    by_kind.setdefault(kind, picked[0].strip())
+        label = by_kind.get("choices") or by_kind.get("text")
+        if label:
+            return label
+    if done:
+        raise BadInputError(f"{where}: an annotation without a choice or text")
+    return None

@@ -1,0 +1,460 @@
+"""A labelling project: a user's own pool, labels from people, rounds of training on them.
+
+Layout (one directory per project):
+    project.yaml     star_version, the field names, and the run options (RunConfig)
+    pool.jsonl       the pool as read at `init` (id, prompt, choices): later edits of the
+                     user's file cannot change what ids mean
+    eval.jsonl       evaluation items with answers (optional)
+    labels.jsonl     journal: {"id", "label", "source"}; the last line for an id wins
+    batches.jsonl    journal: {"batch", "ids", "file", "after_round"}, one per `star next`
+    rounds.jsonl     journal: one line of metrics per finished `star train`, written last
+    rounds/NNN/adapter/  the PEFT adapter of round NNN
+    .lock            flock of the star process working here
+
+Journals are only appended to (one write, then fsync); a line cut short by a crash is
+ignored when read, so every state is either before or after a command, never between.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from star import __version__
+from star import config as cfg
+from star import model as models
+from star.data import Encoded
+from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
+from star.evaluate import Prediction, option_probabilities, summarise
+from star.formats import SUFFIX, Label, ToLabel, parse, render
+from star.generate import generate
+from star.pool import Fields, Item, read_items
+from star.scoring import SequenceScores, score
+from star.state import atomic_write, lock_dir, save_adapter_to
+from star.strategies import STRATEGIES, Signals, select_top_k
+
+log = logging.getLogger(__name__)
+
+_TRAIN, _LORA, _SELECT, _MC = 1, 2, 3, 4  # random streams (as the simulated loop's)
+
+
+def normalise_answer(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One append of whole lines, then fsync: a crash leaves at most a cut last line."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if not text:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_journal(path: Path) -> list[dict]:
+    """Complete lines of a journal; a last line without its newline (a cut write) is dropped."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # the part after the last newline is cut or empty
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunDirError(f"{path}:{number}: damaged journal line") from None
+    return rows
+
+
+@dataclass(frozen=True)
+class Settings:
+    fields: Fields
+    max_new_tokens: int
+    run: cfg.RunConfig
+
+    def to_dict(self) -> dict:
+        return {
+            "star_version": self.run.star_version,
+            "fields": vars(self.fields),
+            "max_new_tokens": self.max_new_tokens,
+            "run": self.run.to_dict(),
+        }
+
+
+class Project:
+    def __init__(self, path: Path, settings: Settings, lock: int):
+        self.path, self.settings, self._lock = path, settings, lock
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def init(
+        cls,
+        path: Path,
+        pool_file: Path,
+        settings: Settings,
+        seed_file: Path | None = None,
+        eval_file: Path | None = None,
+    ) -> None:
+        """Read and check everything first, build the project in a temp folder, rename it
+        into place: a failed init leaves nothing behind."""
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"{path} exists and is not empty: choose a new project directory")
+        pool = read_items(pool_file, settings.fields)
+        seed = read_items(seed_file, settings.fields, need_answer=True) if seed_file else []
+        evals = read_items(eval_file, settings.fields, need_answer=True) if eval_file else []
+        known = {i.id: i for i in pool}
+        for item in seed:
+            if item.id in known and known[item.id].prompt != item.prompt:
+                raise BadInputError(
+                    f"{seed_file}: id {item.id!r} has another prompt in the pool {pool_file}"
+                )
+            known.setdefault(item.id, item)
+        items = list(known.values())
+        labels = {i.id: i.answer for i in pool + seed if i.answer is not None}
+        overlap = {i.id for i in evals} & set(known) | (
+            {i.prompt for i in evals} & {i.prompt for i in items}
+        )
+        if overlap:
+            log.warning(
+                "%s: %d evaluation item(s) share an id or prompt with the pool; accuracy on "
+                "them is not held-out",
+                eval_file,
+                len(overlap),
+            )
+        models.check_causal_lm(settings.run.model.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            atomic_write(tmp / "project.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False))
+            _write_items(tmp / "pool.jsonl", [Item(i.id, i.prompt, None, i.choices) for i in items])
+            if evals:
+                _write_items(tmp / "eval.jsonl", evals)
+            append_jsonl(
+                tmp / "labels.jsonl",
+                ({"id": i, "label": a, "source": "init"} for i, a in labels.items()),
+            )
+            if path.exists():
+                path.rmdir()
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def open(cls, path: Path) -> Project:
+        """Lock the project (a second star process is refused) and read its settings."""
+        if not (path / "project.yaml").is_file():
+            raise RunDirError(f"{path} is not a star project (no project.yaml): run `star init`")
+        lock = lock_dir(path)
+        try:
+            tree = yaml.safe_load((path / "project.yaml").read_text(encoding="utf-8"))
+            if not isinstance(tree, dict) or "run" not in tree:
+                raise RunDirError(f"{path / 'project.yaml'}: not a star project file")
+            if tree.get("star_version") != __version__:
+                raise RunDirError(
+                    f"{path} was written by star {tree.get('star_version')}, this is star "
+                    f"{__version__}: use that version"
+                )
+            settings = Settings(
+                Fields(**tree["fields"]),
+                int(tree["max_new_tokens"]),
+                cfg.from_dict(tree["run"], str(path / "project.yaml")),
+            )
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(path, settings, lock)
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ state
+    def pool(self) -> list[Item]:
+        return [_item(r) for r in read_journal(self.path / "pool.jsonl")]
+
+    def eval_items(self) -> list[Item]:
+        return [_item(r) for r in read_journal(self.path / "eval.jsonl")]
+
+    def labels(self) -> dict[str, str]:
+        return {r["id"]: r["label"] for r in read_journal(self.path / "labels.jsonl")}
+
+    def batches(self) -> list[dict]:
+        return read_journal(self.path / "batches.jsonl")
+
+    def rounds(self) -> list[dict]:
+        return read_journal(self.path / "rounds.jsonl")
+
+    def pending(self) -> set[str]:
+        """Exported for labelling, not labelled yet."""
+        labels = self.labels()
+        return {i for b in self.batches() for i in b["ids"] if i not in labels}
+
+    def status(self) -> dict:
+        pool, labels, pending = self.pool(), self.labels(), self.pending()
+        return {
+            "pool": len(pool),
+            "labelled": len(labels),
+            "waiting": len(pending),
+            "unlabelled": len(pool) - len(labels) - len(pending),
+            "batches": len(self.batches()),
+            "rounds": self.rounds(),
+        }
+
+    # ------------------------------------------------------------------ labels
+    def import_labels(
+        self, file: Path, relabel: bool = False, allow_unexported: bool = False
+    ) -> dict[str, int]:
+        """Check every label in `file` first, then append the new ones in one write.
+
+        Importing the same file twice changes nothing. A label for an id never exported, or
+        one that differs from the recorded label, is refused unless the flag allows it.
+        """
+        pool = {i.id: i for i in self.pool()}
+        labels, exported = self.labels(), {i for b in self.batches() for i in b["ids"]}
+        new: dict[str, Label] = {}
+        unchanged = 0
+        for lab in parse(file):
+            where = f"{file}:{lab.line}" if file.suffix != ".json" else f"{file}: task {lab.line}"
+            item = pool.get(lab.id)
+            if item is None:
+                raise BadInputError(f"{where}: id {lab.id!r} is not in the project's pool")
+            if item.choices and lab.label not in item.choices:
+                raise BadInputError(
+                    f"{where}: label {lab.label!r} for {lab.id!r} is not one of "
+                    f"{list(item.choices)}"
+                )
+            if lab.id in new and new[lab.id].label != lab.label:
+                raise BadInputError(
+                    f"{where}: {lab.id!r} is labelled twice in this file, differently"
+                )
+            if labels.get(lab.id) == lab.label:
+                unchanged += 1
+                continue
+            if lab.id in labels and not relabel:
+                raise BadInputError(
+                    f"{where}: {lab.id!r} is already labelled {labels[lab.id]!r}, not "
+                    f"{lab.label!r}; pass --relabel to replace it"
+                )
+            if lab.id not in exported and lab.id not in labels and not allow_unexported:
+                raise BadInputError(
+                    f"{where}: {lab.id!r} was never exported by `star next`; pass "
+                    "--allow-unexported to accept it"
+                )
+            new[lab.id] = lab
+        append_jsonl(
+            self.path / "labels.jsonl",
+            ({"id": i, "label": lab.label, "source": str(file)} for i, lab in new.items()),
+        )
+        return {"imported": len(new), "unchanged": unchanged}
+
+    # ------------------------------------------------------------------ model work
+    def _load(self):
+        base, tok = models.load(self.settings.run.model)
+        budget = models.batch_tokens(self.settings.run.inference.batch_tokens, models.device())
+        return base, tok, budget
+
+    def _encode(self, tok, prompts: list[str], targets: list[str]) -> list[Encoded]:
+        d = self.settings.run.data
+        p = tok(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+        t = tok(targets, add_special_tokens=False)["input_ids"] if targets else []
+        return [
+            Encoded(a[-d.max_prompt_tokens :], b[: d.max_target_tokens])
+            for a, b in zip(p, t, strict=True)
+        ]
+
+    def _answers(self, model, tok, items: list[Item], budget: int) -> list[tuple[str, float]]:
+        """The model's answer to each item and its confidence: the most likely option for
+        multiple choice, greedy generation otherwise."""
+        out: list[tuple[str, float] | None] = [None] * len(items)
+        mc = [k for k, i in enumerate(items) if i.choices]
+        free = [k for k, i in enumerate(items) if not i.choices]
+        if mc:
+            prompts = self._encode(tok, [items[k].prompt for k in mc], [""] * len(mc))
+            options = [
+                [tok(c, add_special_tokens=False)["input_ids"] for c in items[k].choices]
+                for k in mc
+            ]
+            probs_of = option_probabilities(model, prompts, options, tok.pad_token_id, budget)
+            for k, probs in zip(mc, probs_of, strict=True):
+                best = int(probs.argmax())
+                out[k] = (items[k].choices[best], float(probs[best]))
+        if free:
+            prompts = self._encode(tok, [items[k].prompt for k in free], [""] * len(free))
+            gens = generate(
+                model,
+                tok,
+                prompts,
+                self.settings.max_new_tokens,
+                self.settings.run.inference.eval_batch_size,
+                prefill_tokens=budget,
+            )
+            for k, g in zip(free, gens, strict=True):
+                out[k] = (g.text.strip(), float(g.chosen_logp.sum().exp()) if g.token_ids else 0.0)
+        return out  # type: ignore[return-value]
+
+    def _adapted(self, base, round: int | None):
+        """The base model with round `round`'s adapter (None: no adapter yet)."""
+        if round is None:
+            return None
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, self.adapter_dir(round)).eval()
+
+    def adapter_dir(self, round: int) -> Path:
+        return self.path / "rounds" / f"{round:03d}" / "adapter"
+
+    def train(self) -> dict:
+        """A fresh adapter on every label so far (as the paper retrains each round), then
+        evaluation if the project has an eval file; the metrics line commits the round."""
+        from star.loop import derived_seed
+        from star.train import train_adapter
+
+        run = self.settings.run
+        labels, pool = self.labels(), {i.id: i for i in self.pool()}
+        if not labels:
+            raise EmptyPoolError(f"{self.path}: no labels yet: import some with `star label`")
+        k = len(self.rounds())
+        base, tok, budget = self._load()
+        ids = sorted(labels)
+        items = [
+            Encoded(x.prompt_ids, x.target_ids + [tok.eos_token_id])
+            for x in self._encode(tok, [pool[i].prompt for i in ids], [labels[i] for i in ids])
+        ]
+        model = models.attach_lora(base, run.lora, derived_seed(run.seed, k, _LORA))
+        loss = train_adapter(
+            model, items, tok.pad_token_id, run.train, derived_seed(run.seed, k, _TRAIN)
+        )
+        save_adapter_to(model, self.adapter_dir(k))
+        row = {"round": k, "n_labeled": len(items), "train_loss": loss}
+        evals = self.eval_items()
+        if evals:
+            row |= summarise(self._evaluate(model, tok, evals, budget))
+        append_jsonl(self.path / "rounds.jsonl", [row])
+        return row
+
+    def _evaluate(self, model, tok, evals: list[Item], budget: int) -> list[Prediction]:
+        answers = self._answers(model, tok, evals, budget)
+        return [
+            Prediction(
+                i.id,
+                a,
+                a,
+                normalise_answer(a) == normalise_answer(i.answer or ""),
+                i.answer or "",
+                conf,
+            )
+            for i, (a, conf) in zip(evals, answers, strict=True)
+        ]
+
+    def next(self, k: int, fmt: str, out: Path | None) -> tuple[Path, int, int]:
+        """Select up to k items to label and write them with the model's answers; returns
+        (file, how many, how many were left)."""
+        from star.loop import derived_seed
+
+        run, rounds = self.settings.run, self.rounds()
+        labels, pending = self.labels(), self.pending()
+        candidates = [i for i in self.pool() if i.id not in labels and i.id not in pending]
+        if not candidates:
+            raise EmptyPoolError(
+                f"{self.path}: nothing left to select: every pool item is labelled or waiting "
+                f"in a batch ({len(pending)} waiting)"
+            )
+        last = len(rounds) - 1 if rounds else None
+        base, tok, budget = self._load()
+        tuned = self._adapted(base, last)
+        model = tuned if tuned is not None else base
+        answers = self._answers(model, tok, candidates, budget)
+        seed_round = len(rounds)
+
+        def signal(which, use_answers) -> SequenceScores:
+            items = self._encode(tok, [c.prompt for c in candidates], [a for a, _ in use_answers])
+            passes = run.uncertainty.mc_passes if which is tuned and tuned is not None else 1
+            torch.manual_seed(derived_seed(run.seed, seed_round, _MC))
+            with models.mc_dropout(which) if passes > 1 else nullcontext():
+                return score(
+                    which,
+                    items,
+                    tok.pad_token_id,
+                    budget,
+                    passes=passes,
+                    length_norm=run.uncertainty.length_norm,
+                )
+
+        def base_signal() -> SequenceScores:
+            if tuned is None:
+                return signal(base, answers)
+            with tuned.disable_adapter():
+                return signal(tuned, self._answers(tuned, tok, candidates, budget))
+
+        signals = Signals(
+            size=len(candidates),
+            round=max(0, seed_round - 1),
+            generator=torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
+            tuned=lambda: signal(model, answers),
+            base=base_signal,
+            dynamic_w0=run.uncertainty.dynamic_w0,
+            dynamic_step=run.uncertainty.dynamic_step,
+            star_measure=run.uncertainty.star_measure,
+        )
+        scores = STRATEGIES[run.strategy].score(signals)
+        chosen = select_top_k([c.id for c in candidates], scores, k)
+        by_id = {c.id: (c, a) for c, a in zip(candidates, answers, strict=True)}
+        rows = [
+            ToLabel(s.id, by_id[s.id][0].prompt, by_id[s.id][0].choices, by_id[s.id][1][0], s.score)
+            for s in chosen
+        ]
+        number = len(self.batches())
+        out = out or self.path / "exports" / f"batch-{number:03d}{SUFFIX[fmt]}"
+        atomic_write(out, render(rows, fmt, f"star-round-{last}"))
+        append_jsonl(
+            self.path / "batches.jsonl",
+            [{"batch": number, "ids": [r.id for r in rows], "file": str(out), "after_round": last}],
+        )
+        return out, len(rows), len(candidates)
+
+    def export_adapter(self, out: Path, round: int | None = None) -> Path:
+        rounds = self.rounds()
+        if not rounds:
+            raise StarError(f"{self.path}: no trained round yet: run `star train` first")
+        k = rounds[-1]["round"] if round is None else round
+        if not 0 <= k < len(rounds):
+            raise StarError(f"{self.path}: no round {k} (rounds 0–{len(rounds) - 1})")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise StarError(f"{out} exists and is not empty")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            shutil.copytree(self.adapter_dir(k), tmp, dirs_exist_ok=True)
+            if out.exists():
+                out.rmdir()
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def _item(row: dict) -> Item:
+    choices = tuple(row["choices"]) if row.get("choices") else None
+    return Item(row["id"], row["prompt"], row.get("answer"), choices)
+
+
+def _write_items(path: Path, items: list[Item]) -> None:
+    atomic_write(path, "".join(json.dumps(i.to_row(), ensure_ascii=False) + "\n" for i in items))
