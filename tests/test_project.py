@@ -1,0 +1,256 @@
+"""Labelling projects end to end on the tiny model: init, next, label, train, status, export;
+bad input leaves the directory byte for byte unchanged; a second process is refused."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from star.cli import main
+from star.project import Project
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
+GOLD = {  # the example pool's true labels (written with it)
+    **{f"r{n:02d}": "positive" for n in (1, 3, 4, 6, 8, 10, 12, 14, 16, 18, 20)},
+    **{f"r{n:02d}": "negative" for n in (2, 5, 7, 9, 11, 13, 15, 17, 19)},
+}
+FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
+
+
+def tree_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and p.name != ".lock":
+            digest.update(str(p.relative_to(path)).encode() + p.read_bytes())
+    return digest.hexdigest()
+
+
+def star(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def fill(batch: Path, out: Path, labels: dict[str, str]) -> Path:
+    rows = [json.loads(line) for line in batch.read_text().splitlines()]
+    out.write_text("".join(json.dumps({**r, "label": labels[r["id"]]}) + "\n" for r in rows))
+    return out
+
+
+@pytest.fixture
+def project(tmp_path):
+    path = tmp_path / "proj"
+    assert (
+        star(
+            "init",
+            path,
+            "--pool",
+            EXAMPLES / "pool.jsonl",
+            "--eval",
+            EXAMPLES / "eval.jsonl",
+            "--strategy",
+            "star",
+            *FAST,
+        )
+        == 0
+    )
+    return path
+
+
+def test_the_whole_workflow(project, tmp_path, capsys):
+    assert star("next", project, "--k", 4, "--out", tmp_path / "b0.jsonl") == 0
+    batch = [json.loads(x) for x in (tmp_path / "b0.jsonl").read_text().splitlines()]
+    assert len(batch) == 4 and all(r["model_answer"] in ("positive", "negative") for r in batch)
+    assert [r["uncertainty"] for r in batch] == sorted(
+        (r["uncertainty"] for r in batch), reverse=True
+    )
+    filled = fill(tmp_path / "b0.jsonl", tmp_path / "l0.jsonl", GOLD)
+    assert star("label", project, filled) == 0
+    assert star("label", project, filled) == 0  # idempotent
+    assert "imported 0 label(s), 4 already recorded" in capsys.readouterr().out
+    assert star("train", project) == 0
+    assert star("next", project, "--k", 3, "--format", "csv", "--out", tmp_path / "b1.csv") == 0
+    second = (tmp_path / "b1.csv").read_text().splitlines()[1:]
+    assert not {line.split(",")[0] for line in second} & {r["id"] for r in batch}
+    with Project.open(project) as p:
+        status = p.status()
+        assert (status["labelled"], status["waiting"], status["unlabelled"]) == (4, 3, 13)
+        assert status["rounds"][0]["n_labeled"] == 4 and "accuracy" in status["rounds"][0]
+    assert star("export-adapter", project, tmp_path / "adapter") == 0
+    from peft import PeftModel
+
+    from star import model as models
+    from star.config import ModelConfig
+
+    base, _ = models.load(ModelConfig(name="tiny-random", dtype="float32"))
+    loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in loaded.named_parameters())
+    loaded.unload()
+
+
+def test_changed_and_unexported_labels_need_a_flag(project, tmp_path, capsys):
+    star("next", project, "--k", 2, "--out", tmp_path / "b.jsonl")
+    ids = [json.loads(x)["id"] for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    star("label", project, fill(tmp_path / "b.jsonl", tmp_path / "l.jsonl", GOLD))
+    flipped = {i: "negative" if GOLD[i] == "positive" else "positive" for i in ids}
+    changed = fill(tmp_path / "b.jsonl", tmp_path / "c.jsonl", flipped)
+    before = tree_hash(project)
+    capsys.readouterr()
+    assert star("label", project, changed) == 2
+    assert "--relabel" in capsys.readouterr().err and tree_hash(project) == before
+    assert star("label", project, changed, "--relabel") == 0
+    with Project.open(project) as p:
+        assert {i: p.labels()[i] for i in ids} == flipped
+    other = next(i for i in GOLD if i not in ids)
+    (tmp_path / "u.jsonl").write_text(json.dumps({"id": other, "label": GOLD[other]}) + "\n")
+    assert star("label", project, tmp_path / "u.jsonl") == 2
+    assert star("label", project, tmp_path / "u.jsonl", "--allow-unexported") == 0
+
+
+def test_label_studio_export_is_imported(project, tmp_path):
+    star("next", project, "--k", 3, "--format", "label-studio", "--out", tmp_path / "ls.json")
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert tasks[0]["predictions"][0]["result"][0]["type"] == "choices"
+    for n, task in enumerate(tasks):  # what Label Studio's JSON export adds
+        task["id"] = n + 1
+        task["annotations"] = [
+            {
+                "id": 1,
+                "was_cancelled": n == 2,
+                "result": [
+                    {
+                        "from_name": "label_choice",
+                        "to_name": "prompt",
+                        "type": "choices",
+                        "value": {"choices": [GOLD[task["data"]["star_id"]]]},
+                    }
+                ],
+            }
+        ]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    assert star("label", project, tmp_path / "export.json") == 0
+    with Project.open(project) as p:
+        got = p.labels()
+    assert got == {t["data"]["star_id"]: GOLD[t["data"]["star_id"]] for t in tasks[:2]}
+
+
+def test_k_larger_than_the_pool_takes_what_is_left(project, tmp_path, capsys):
+    assert star("next", project, "--k", 50, "--out", tmp_path / "all.jsonl") == 0
+    assert "only 20 unlabelled item(s) were left" in capsys.readouterr().out
+    assert star("next", project, "--k", 1) == 2
+    assert "nothing left to select" in capsys.readouterr().err
+
+
+def test_free_text_pool(tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text("id,prompt\n" + "".join(f"q{n},What is {n} plus {n}?\n" for n in range(6)))
+    path = tmp_path / "p"
+    assert star("init", path, "--pool", pool, "--max-new-tokens", 4, *FAST) == 0
+    assert star("next", path, "--k", 2, "--format", "csv", "--out", tmp_path / "b.csv") == 0
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert lines[0] == "id,prompt,choices,model_answer,uncertainty,label" and len(lines) == 3
+
+
+def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
+    def f(name: str, content: str | bytes) -> Path:
+        p = tmp_path / name
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return p
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    pool = EXAMPLES / "pool.jsonl"
+    return [
+        (
+            ["label", "{p}", f("a.jsonl", '{"id": "r01", "label": "positive"}\n{bad\n')],
+            ":2: invalid JSON",
+        ),
+        (["label", "{p}", f("b.jsonl", b"\xff\xfe")], "not UTF-8"),
+        (
+            ["label", "{p}", f("c.jsonl", '{"label": "positive"}\n')],
+            ":1: missing or empty field 'id'",
+        ),
+        (
+            ["label", "{p}", f("d.jsonl", '{"id": "zz", "label": "positive"}\n')],
+            "not in the project's pool",
+        ),
+        (["label", "{p}", f("e.jsonl", '{"id": "r01", "label": "meh"}\n')], "is not one of"),
+        (["label", "{p}", f("g.json", '{"not": "a list"}')], "expected Label Studio's JSON export"),
+        (["next", "{p}", "--k", "0"], "--k must be at least 1"),
+        (
+            [
+                "init",
+                tmp_path / "new1",
+                "--pool",
+                f("dup.jsonl", '{"id":"a","prompt":"x"}\n{"id":"a","prompt":"y"}\n'),
+            ],
+            "duplicate id 'a'",
+        ),
+        (["init", tmp_path / "new2", "--pool", f("empty.jsonl", "")], "no rows"),
+        (
+            ["init", tmp_path / "new3", "--pool", f("np.jsonl", '{"id":"a","prompt":""}\n')],
+            "missing or empty field 'prompt'",
+        ),
+        (
+            ["init", tmp_path / "new4", "--pool", pool, "--model", bert],
+            "not a causal language model",
+        ),
+        (["init", "{p}", "--pool", pool], "exists and is not empty"),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(project, tmp_path, capsys):
+    star("next", project, "--k", 2, "--out", tmp_path / "b.jsonl")
+    for args, message in bad_cases(tmp_path):
+        before = tree_hash(project)
+        capsys.readouterr()
+        code = star(*(str(a).replace("{p}", str(project)) for a in args))
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert message in err and err.count("\n") == 1, (args, err)
+        assert tree_hash(project) == before, args
+    assert not any((tmp_path / f"new{n}").exists() for n in range(1, 5))
+
+
+def test_eval_overlapping_the_pool_warns(tmp_path, caplog):
+    assert (
+        star(
+            "init",
+            tmp_path / "p",
+            "--pool",
+            EXAMPLES / "pool.jsonl",
+            "--eval",
+            EXAMPLES / "pool.jsonl",
+            *FAST,
+        )
+        == 2
+    )  # the pool has no answers: not an eval file
+    evals = tmp_path / "eval.jsonl"
+    rows = [json.loads(x) for x in (EXAMPLES / "pool.jsonl").read_text().splitlines()][:2]
+    evals.write_text("".join(json.dumps({**r, "answer": GOLD[r["id"]]}) + "\n" for r in rows))
+    assert (
+        star("init", tmp_path / "q", "--pool", EXAMPLES / "pool.jsonl", "--eval", evals, *FAST) == 0
+    )
+    assert "share an id or prompt with the pool" in caplog.text
+
+
+def test_a_second_process_is_refused_and_the_first_unharmed(project, tmp_path):
+    with Project.open(project) as first:
+        before = tree_hash(project)
+        second = subprocess.run(
+            [sys.executable, "-m", "star", "status", str(project)],
+            capture_output=True,
+            text=True,
+            env=os.environ,
+            timeout=120,
+        )
+        assert second.returncode == 2
+        assert "in use by another star process" in second.stderr
+        assert second.stderr.count("\n") == 1 and tree_hash(project) == before
+        assert first.status()["pool"] == 20
+    assert star("status", project) == 0  # released with the first
+    _ = torch
