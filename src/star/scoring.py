@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from star.data import IGNORE, Batch, Encoded, collate, token_budget_batches
+from star.state import crash_point
 from star.uncertainty import (
     flatten_masked,
     reduce_by_row,
@@ -129,4 +130,5 @@ def score(
         out["entropy"][where] = reduce_by_row(ent, rows, len(index), length_norm).mean(0).cpu()
         out["bald"][where] = reduce_by_row(mi, rows, len(index), length_norm).cpu()
         counts[where] = torch.bincount(rows, minlength=len(index)).cpu()
+        crash_point("score batch")
     return SequenceScores(out["pe"], out["entropy"], out["bald"], counts)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +34,21 @@ from star.errors import ConfigError, RunDirError
 LOCK = ".lock"  # held (flock) by the star process working in a run directory
 
 
+_HITS: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Crash-test hook: with STAR_CRASH_AT=name:n, the n-th time this point is reached the
+    process touches $STAR_CRASH_FLAG and waits there to be killed. A no-op otherwise."""
+    want = os.environ.get("STAR_CRASH_AT")
+    if not want or want.rpartition(":")[0] != name:
+        return
+    _HITS[name] = _HITS.get(name, 0) + 1
+    if _HITS[name] == int(want.rpartition(":")[2]):
+        Path(os.environ["STAR_CRASH_FLAG"]).write_text(name)
+        time.sleep(3600)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Temp file in the same folder, fsync, rename: readers see the old or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +59,7 @@ def atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"write {path.name}")  # the new text is on disk, not yet in place
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

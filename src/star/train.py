@@ -12,6 +12,7 @@ from transformers import get_linear_schedule_with_warmup
 from star.config import TrainConfig
 from star.data import Encoded, collate, length_grouped_batches
 from star.scoring import answer_hidden, causal_lm
+from star.state import crash_point
 
 
 def optimizer_groups(model, b_decay: float) -> list[dict]:
@@ -66,6 +67,7 @@ def train_adapter(
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            crash_point("train step")
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
