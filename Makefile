@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.star-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-integration lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,22 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# A real Label Studio server in its own venv (it pins many packages), and the SDK extra in
+# star's; tests/integration starts the server on 127.0.0.1 with a throw-away data dir.
+LS_VENV := .venv-ls
+LS_STAMP := $(LS_VENV)/.installed
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check label-studio==1.23.2
+	touch $@
+
+$(VENV)/.star-ls-installed: $(STAMP)
+	$(PIP) -e '.[test,label-studio]'
+	touch $@
+
+test-integration: $(LS_STAMP) $(VENV)/.star-ls-installed
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/python -m pytest -m integration tests/integration
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -34,4 +50,4 @@ bench: install
 	$(BIN)/python benchmarks/scoring.py
 
 clean:
-	rm -rf $(VENV) runs .cache
+	rm -rf $(VENV) $(LS_VENV) runs .cache

@@ -117,6 +117,21 @@ def _add_project_commands(sub) -> None:
         help="accept labels for items `star next` never exported",
     )
 
+    push = sub.add_parser("push", help="send a batch to a running Label Studio (SDK)")
+    push.add_argument("dir", type=Path)
+    push.add_argument("--batch", type=int, help="batch number (default: the last)")
+    pull = sub.add_parser("pull", help="import the annotations made in Label Studio (SDK)")
+    pull.add_argument("dir", type=Path)
+    pull.add_argument("--relabel", action="store_true", help="replace labels that differ")
+    for p in (push, pull):
+        p.add_argument("--ls-url", help="Label Studio URL (default: $LABEL_STUDIO_URL)")
+        p.add_argument("--ls-api-key", help="API token (default: $LABEL_STUDIO_API_KEY)")
+        p.add_argument(
+            "--ls-project",
+            type=int,
+            help="Label Studio project id (default: the one star created on the first push)",
+        )
+
     train = sub.add_parser("train", help="train a fresh adapter on all labels, then evaluate")
     train.add_argument("dir", type=Path)
     status = sub.add_parser("status", help="counts, rounds and metrics of a project")
@@ -173,6 +188,47 @@ def _label(args: argparse.Namespace) -> int:
         print(
             f"imported {counts['imported']} label(s), {counts['unchanged']} already recorded; "
             f"{len(project.labels())} labelled in all"
+        )
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from star.labelstudio import Server, push
+    from star.project import Project
+
+    server = Server.from_options(args.ls_url, args.ls_api_key)
+    with Project.open(args.dir) as project:
+        batch = project.batch(args.batch)
+        if not batch["file"].endswith(".json"):
+            raise cfg.ConfigError(
+                f"batch {batch['batch']} was written as {batch['file']}; push needs one written "
+                "with `star next --format label-studio`"
+            )
+        linked = args.ls_project or project.label_studio_project(server.url)
+        pid = push(server, Path(batch["file"]), linked, f"star: {project.path.name}")
+        project.link_label_studio(server.url, pid)
+    print(
+        f"pushed batch {batch['batch']} ({len(batch['ids'])} tasks) to {server.url}/projects/{pid}"
+    )
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from star.labelstudio import Server, pull
+    from star.project import Project
+
+    server = Server.from_options(args.ls_url, args.ls_api_key)
+    with Project.open(args.dir) as project:
+        pid = args.ls_project or project.label_studio_project(server.url)
+        if pid is None:
+            raise cfg.ConfigError(
+                "no Label Studio project: push a batch first or pass --ls-project"
+            )
+        saved = pull(server, pid, project.path / "imports" / f"label-studio-{pid}.json")
+        counts = project.import_labels(saved, args.relabel)
+        print(
+            f"pulled {saved}: imported {counts['imported']} label(s), {counts['unchanged']} "
+            f"already recorded; {len(project.labels())} labelled in all"
         )
     return 0
 
@@ -288,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": _train,
         "status": _status,
         "export-adapter": _export_adapter,
+        "push": _push,
+        "pull": _pull,
     }
     try:
         return commands[args.command](args)

@@ -9,6 +9,9 @@ Layout (one directory per project):
     batches.jsonl    journal: {"batch", "ids", "file", "after_round"}, one per `star next`
     rounds.jsonl     journal: one line of metrics per finished `star train`, written last
     rounds/NNN/adapter/  the PEFT adapter of round NNN
+    exports/         batch files `star next` wrote (when no --out was given)
+    imports/         Label Studio exports `star pull` saved before importing them
+    labelstudio.jsonl  journal: {"url", "project"} the Label Studio project of each server
     .lock            flock of the star process working here
 
 Journals are only appended to (one write, then fsync); a line cut short by a crash is
@@ -202,6 +205,25 @@ class Project:
 
     def rounds(self) -> list[dict]:
         return read_journal(self.path / "rounds.jsonl")
+
+    def batch(self, number: int | None) -> dict:
+        batches = self.batches()
+        if not batches:
+            raise StarError(f"{self.path}: no batch yet: run `star next` first")
+        if number is None:
+            return batches[-1]
+        if not 0 <= number < len(batches):
+            raise StarError(f"{self.path}: no batch {number} (batches 0–{len(batches) - 1})")
+        return batches[number]
+
+    def label_studio_project(self, url: str) -> int | None:
+        """The Label Studio project a push created for this project on `url`, if any."""
+        links = [r for r in read_journal(self.path / "labelstudio.jsonl") if r["url"] == url]
+        return links[-1]["project"] if links else None
+
+    def link_label_studio(self, url: str, project: int) -> None:
+        if self.label_studio_project(url) != project:
+            append_jsonl(self.path / "labelstudio.jsonl", [{"url": url, "project": project}])
 
     def pending(self) -> set[str]:
         """Exported for labelling, not labelled yet."""
