@@ -254,3 +254,51 @@ def test_a_second_process_is_refused_and_the_first_unharmed(project, tmp_path):
         assert first.status()["pool"] == 20
     assert star("status", project) == 0  # released with the first
     _ = torch
+
+
+def test_seed_labels_count_and_join_the_pool(tmp_path):
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(
+        json.dumps(
+            {
+                "id": "r01",
+                "prompt": json.loads((EXAMPLES / "pool.jsonl").read_text().splitlines()[0])[
+                    "prompt"
+                ],
+                "choices": ["positive", "negative"],
+                "answer": "positive",
+            }
+        )
+        + "\n"
+        + json.dumps({"id": "extra", "prompt": "Review: meh\nAnswer:", "answer": "fine"})
+        + "\n"
+    )
+    path = tmp_path / "p"
+    assert star("init", path, "--pool", EXAMPLES / "pool.jsonl", "--seed-labels", seed, *FAST) == 0
+    with Project.open(path) as p:
+        assert p.labels() == {"r01": "positive", "extra": "fine"}
+        assert len(p.pool()) == 21
+
+
+def test_a_project_of_another_version_is_refused(project, capsys):
+    text = (project / "project.yaml").read_text()
+    (project / "project.yaml").write_text(text.replace("star_version: ", "star_version: 0.0.1-", 1))
+    capsys.readouterr()
+    assert star("status", project) == 2
+    assert "was written by star 0.0.1-" in capsys.readouterr().err
+
+
+def test_a_label_line_cut_by_a_crash_is_ignored_and_a_reimport_completes(project, tmp_path):
+    star("next", project, "--k", 2, "--out", tmp_path / "b.jsonl")
+    filled = fill(tmp_path / "b.jsonl", tmp_path / "l.jsonl", GOLD)
+    first = json.loads(filled.read_text().splitlines()[0])
+    with open(project / "labels.jsonl", "a") as f:  # what a kill mid-append leaves
+        f.write(json.dumps({"id": first["id"], "label": GOLD[first["id"]]})[:15])
+    with Project.open(project) as p:
+        assert p.labels() == {}
+    assert star("label", project, filled) == 0  # the cut line is dropped, then the append
+    assert (project / "labels.jsonl").read_text().count("\n") == 2
+    with Project.open(project) as p:
+        assert p.labels() == {
+            r["id"]: r["label"] for r in map(json.loads, filled.read_text().splitlines())
+        }

@@ -56,12 +56,17 @@ def normalise_answer(text: str) -> str:
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """One append of whole lines, then fsync: a crash leaves at most a cut last line."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    if not text:
+    """One append of whole lines, then fsync: a crash leaves at most a cut last line, which
+    the next append cuts off before writing (readers already ignore it)."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    if not data:
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+    with open(path, "ab+") as f:
+        f.seek(0)
+        old = f.read()
+        if old and not old.endswith(b"\n"):
+            f.truncate(old.rfind(b"\n") + 1)  # 0 when the only line was cut
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -407,9 +412,8 @@ class Project:
         answers = self._answers(model, tok, candidates, budget)
         seed_round = len(rounds)
 
-        def signal(which, use_answers) -> SequenceScores:
+        def signal(which, use_answers, passes: int = 1) -> SequenceScores:
             items = self._encode(tok, [c.prompt for c in candidates], [a for a, _ in use_answers])
-            passes = run.uncertainty.mc_passes if which is tuned and tuned is not None else 1
             torch.manual_seed(derived_seed(run.seed, seed_round, _MC))
             with models.mc_dropout(which) if passes > 1 else nullcontext():
                 return score(
@@ -431,7 +435,7 @@ class Project:
             size=len(candidates),
             round=max(0, seed_round - 1),
             generator=torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
-            tuned=lambda: signal(model, answers),
+            tuned=lambda: signal(model, answers, run.uncertainty.mc_passes if tuned else 1),
             base=base_signal,
             dynamic_w0=run.uncertainty.dynamic_w0,
             dynamic_step=run.uncertainty.dynamic_step,
