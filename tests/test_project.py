@@ -302,3 +302,20 @@ def test_a_label_line_cut_by_a_crash_is_ignored_and_a_reimport_completes(project
         assert p.labels() == {
             r["id"]: r["label"] for r in map(json.loads, filled.read_text().splitlines())
         }
+
+
+def test_csv_batches_come_back_as_labels(project, tmp_path):
+    import csv
+
+    star("next", project, "--k", 3, "--format", "csv", "--out", tmp_path / "b.csv")
+    with open(tmp_path / "b.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["label"] = GOLD[rows[0]["id"]]  # a person labelled one row so far
+    with open(tmp_path / "l.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert star("label", project, tmp_path / "l.csv") == 0
+    with Project.open(project) as p:
+        assert p.labels() == {rows[0]["id"]: GOLD[rows[0]["id"]]}
+        assert p.pending() == {r["id"] for r in rows[1:]}

@@ -41,10 +41,12 @@ from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.evaluate import Prediction, option_probabilities, summarise
 from star.formats import SUFFIX, Label, ToLabel, parse, render
 from star.generate import generate
+from star.loop import derived_seed
 from star.pool import Fields, Item, read_items
 from star.scoring import SequenceScores, score
 from star.state import atomic_write, lock_dir, save_adapter_to
 from star.strategies import STRATEGIES, Signals, select_top_k
+from star.train import train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +354,6 @@ class Project:
     def train(self) -> dict:
         """A fresh adapter on every label so far (as the paper retrains each round), then
         evaluation if the project has an eval file; the metrics line commits the round."""
-        from star.loop import derived_seed
-        from star.train import train_adapter
-
         run = self.settings.run
         labels, pool = self.labels(), {i.id: i for i in self.pool()}
         if not labels:
@@ -395,8 +394,6 @@ class Project:
     def next(self, k: int, fmt: str, out: Path | None) -> tuple[Path, int, int]:
         """Select up to k items to label and write them with the model's answers; returns
         (file, how many, how many were left)."""
-        from star.loop import derived_seed
-
         run, rounds = self.settings.run, self.rounds()
         labels, pending = self.labels(), self.pending()
         candidates = [i for i in self.pool() if i.id not in labels and i.id not in pending]
