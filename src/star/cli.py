@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(run)
 
     _add_project_commands(sub)
+    _add_experiment_commands(sub)
     sub.add_parser("strategies", help="list the query strategies")
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
@@ -140,6 +141,78 @@ def _add_project_commands(sub) -> None:
     export.add_argument("dir", type=Path)
     export.add_argument("out", type=Path, help="new folder for PeftModel.from_pretrained")
     export.add_argument("--round", type=int, help="default: the last round")
+
+
+def _add_experiment_commands(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="run every (strategy, seed) pair of an experiment (resumable)",
+        description="One `star run` per pair in OUT/STRATEGY-seedN; running the same command "
+        "again finishes what is unfinished and skips what is done.",
+    )
+    sweep.add_argument("--strategies", required=True, help="comma-separated, e.g. random,pe,star")
+    sweep.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
+    sweep.add_argument("--out", type=Path, required=True, help="folder of the runs")
+    sweep.add_argument(
+        "--jobs", type=int, default=1, help="pairs run at once (cores ÷ jobs threads each)"
+    )
+    sweep.add_argument("--config", type=Path, help="YAML file of run options for every pair")
+    _add_config_options(sweep)
+    report = sub.add_parser("report", help="curves, tables and paired comparisons of runs")
+    report.add_argument("runs", type=Path, nargs="+", help="folders holding runs (searched)")
+    report.add_argument("--out", type=Path, required=True, help="report folder")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from star.strategies import STRATEGIES
+    from star.sweep import Pair, sweep
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise cfg.ConfigError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise cfg.ConfigError(f"--seeds must be integers, got {args.seeds!r}") from None
+    if args.jobs < 1:
+        raise cfg.ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    given = _given(args)
+    given.pop("strategy", None)
+    given.pop("seed", None)
+    cfg.build(given, None if args.config is None else _read_tree(args.config))  # check early
+    known = {o.path: o for o in cfg.options()}
+    run_args = [] if args.config is None else ["--config", str(args.config)]
+    for path, value in given.items():
+        value = ",".join(value) if isinstance(value, tuple) else value
+        run_args += [f"--{known[path].flag}", str(value)]
+    pairs = [Pair(s, seed) for s in strategies for seed in seeds]
+    print(f"{len(pairs)} runs in {args.out}, {args.jobs} at a time", flush=True)
+
+    def done(pair: Pair, code: int, seconds: float) -> None:
+        state = "finished" if code == 0 else f"FAILED (exit {code}; see its log in OUT/logs)"
+        print(f"{pair.strategy:<16} seed {pair.seed}: {state} in {seconds:.0f} s", flush=True)
+
+    codes = sweep(args.out, pairs, run_args, args.jobs, done)
+    failed = [p for p, c in codes.items() if c != 0]
+    if failed:
+        print(f"star: error: {len(failed)} of {len(pairs)} runs failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from star.report import write_report
+
+    for path in write_report(args.runs, args.out):
+        print(path)
+    return 0
+
+
+def _read_tree(path: Path) -> dict:
+    from star.state import read_tree
+
+    return read_tree(path)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         "status": _status,
         "export-adapter": _export_adapter,
         "push": _push,
+        "sweep": _sweep,
+        "report": _report,
         "pull": _pull,
     }
     try:
