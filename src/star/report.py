@@ -16,7 +16,7 @@ import torch
 
 from star.errors import StarError
 from star.metrics import reliability_bins
-from star.state import read_config
+from star.state import read_yaml
 
 BOOTSTRAP = 10_000  # resamples of the seeds for the paired confidence interval
 
@@ -49,15 +49,17 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
             metrics_path = config_path.parent / "metrics.jsonl"
             if not metrics_path.exists():
                 continue  # a run that has not finished a round yet
-            config = read_config(config_path)
+            tree = read_yaml(config_path)  # only strategy and seed: runs of older versions too
+            if not isinstance(tree.get("strategy"), str) or not isinstance(tree.get("seed"), int):
+                raise StarError(f"{config_path}: no strategy and seed: not a star run config")
             rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
             if not rows:
                 continue
             runs.append(
                 RunResult(
                     config_path.parent,
-                    config.strategy,
-                    config.seed,
+                    tree["strategy"],
+                    tree["seed"],
                     [r["n_labeled"] for r in rows],
                     [r["accuracy"] for r in rows],
                     [r["ece"] for r in rows],

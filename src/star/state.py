@@ -77,7 +77,14 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_tree(path: Path) -> dict:
-    """The raw mapping of a YAML config file; syntax errors name the file and line."""
+    """The raw mapping of a YAML config file, checked against this version's options."""
+    tree = read_yaml(path)
+    cfg.from_dict(tree, str(path))  # report bad keys and values against this file
+    return tree
+
+
+def read_yaml(path: Path) -> dict:
+    """The raw mapping of a YAML file; syntax errors name the file and line."""
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -88,7 +95,6 @@ def read_tree(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of options")
-    cfg.from_dict(tree, str(path))  # report bad keys and values against this file
     return tree
 
 
