@@ -11,7 +11,7 @@ from typing import Any
 
 from star import __version__
 from star import config as cfg
-from star.errors import StarError
+from star.errors import ConfigError, StarError
 
 EPILOG = """\
 Options given on the command line override --config FILE.yaml, which overrides the defaults.
@@ -164,23 +164,24 @@ def _add_experiment_commands(sub) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from star.state import read_tree
     from star.strategies import STRATEGIES
     from star.sweep import Pair, sweep
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in strategies:
         if s not in STRATEGIES:
-            raise cfg.ConfigError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
+            raise ConfigError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        raise cfg.ConfigError(f"--seeds must be integers, got {args.seeds!r}") from None
+        raise ConfigError(f"--seeds must be integers, got {args.seeds!r}") from None
     if args.jobs < 1:
-        raise cfg.ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     given = _given(args)
     given.pop("strategy", None)
     given.pop("seed", None)
-    cfg.build(given, None if args.config is None else _read_tree(args.config))  # check early
+    cfg.build(given, None if args.config is None else read_tree(args.config))  # check early
     known = {o.path: o for o in cfg.options()}
     run_args = [] if args.config is None else ["--config", str(args.config)]
     for path, value in given.items():
@@ -209,12 +210,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_tree(path: Path) -> dict:
-    from star.state import read_tree
-
-    return read_tree(path)
-
-
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     known = {o.path: o for o in cfg.options()}
     return {
@@ -230,7 +225,7 @@ def _init(args: argparse.Namespace) -> int:
     from star.state import read_tree
 
     if args.max_new_tokens < 1:
-        raise cfg.ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     base = read_tree(args.config) if args.config else None
     fields = Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
     settings = Settings(fields, args.max_new_tokens, cfg.build(_given(args), base))
@@ -244,7 +239,7 @@ def _next(args: argparse.Namespace) -> int:
     from star.project import Project
 
     if args.k < 1:
-        raise cfg.ConfigError(f"--k must be at least 1, got {args.k}")
+        raise ConfigError(f"--k must be at least 1, got {args.k}")
     with Project.open(args.dir) as project:
         out, n, left = project.next(args.k, args.format, args.out)
     if n < args.k:
@@ -273,7 +268,7 @@ def _push(args: argparse.Namespace) -> int:
     with Project.open(args.dir) as project:
         batch = project.batch(args.batch)
         if not batch["file"].endswith(".json"):
-            raise cfg.ConfigError(
+            raise ConfigError(
                 f"batch {batch['batch']} was written as {batch['file']}; push needs one written "
                 "with `star next --format label-studio`"
             )
@@ -294,9 +289,7 @@ def _pull(args: argparse.Namespace) -> int:
     with Project.open(args.dir) as project:
         pid = args.ls_project or project.label_studio_project(server.url)
         if pid is None:
-            raise cfg.ConfigError(
-                "no Label Studio project: push a batch first or pass --ls-project"
-            )
+            raise ConfigError("no Label Studio project: push a batch first or pass --ls-project")
         saved = pull(server, pid, project.path / "imports" / f"label-studio-{pid}.json")
         counts = project.import_labels(saved, args.relabel)
         print(
