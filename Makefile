@@ -42,8 +42,8 @@ test-integration: $(LS_STAMP) $(VENV)/.star-ls-installed
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/python -m pytest -m integration tests/integration
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 # speed against a naive scorer and the FLOP ceiling, in one process (docs/performance.md)
 bench: install

@@ -1,8 +1,10 @@
 """Prompts, targets and answer extraction on real rows of each shipped task."""
 
+from pathlib import Path
+
 import pytest
 
-from star.tasks import INSTRUCTION, TASKS, load_split, sample
+from star.tasks import INSTRUCTION, TASKS, data_file, load_split, sample
 
 
 def test_gsm8k_first_train_row():
@@ -97,3 +99,22 @@ def test_sample_is_seeded_subset_in_file_order():
     assert positions == sorted(positions)
     assert sample(rows, 20, seed=4) != a
     assert sample(rows, None, seed=0) == rows
+
+
+def test_mix_is_reproducible_held_out_and_graded_by_first_word(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, str(root / "scripts" / "make_mix.py"), "--out", str(tmp_path)], check=True
+    )
+    for split in ("train", "test"):
+        assert (tmp_path / f"{split}.jsonl").read_bytes() == data_file("mix", split).read_bytes()
+    train, test = load_split("mix", "train"), load_split("mix", "test")
+    assert (len(train), len(test)) == (2000, 500)
+    assert not {e.prompt for e in train} & {e.prompt for e in test}
+    spec = TASKS["mix"]
+    assert spec.grade("odd\nIs 5 even", "odd") == ("odd", True)
+    assert spec.grade(" 593.", "593") == ("593", True)
+    assert spec.grade("The answer is 593", "593") == ("the", False)

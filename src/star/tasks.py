@@ -117,6 +117,15 @@ TASKS: dict[str, TaskSpec] = {
         max_new_tokens=4,
         labels=("A", "B", "C", "D"),
     ),
+    "mix": TaskSpec(
+        "mix",
+        "sanity benchmark, not from the paper: five kinds of short questions "
+        "(scripts/make_mix.py); the answer is the first word or number generated",
+        target=lambda a: a,
+        locate=_first(re.compile(r"\b([A-Za-z]+|\d+)\b"), str.lower),
+        same=str.__eq__,
+        max_new_tokens=6,
+    ),
 }
 
 
