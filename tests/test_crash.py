@@ -72,7 +72,7 @@ def reference(tmp_path_factory):
     "point",
     [
         "train step:4",  # round 1's training (round 0 has 2 steps)
-        "score batch:9",  # scoring in round 1 (after round 0's base and tuned passes)
+        "score batch:9",  # the run's 9th scoring batch (base or tuned pass)
         "write labeled.jsonl:2",  # round 0's picks on disk in a temp file, not yet in place
     ],
 )
