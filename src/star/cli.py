@@ -303,9 +303,7 @@ def _train(args: argparse.Namespace) -> int:
     from star.project import Project
 
     with Project.open(args.dir) as project:
-        row = project.train()
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
-    print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
+        _print_project_round(project.train())
     return 0
 
 
@@ -323,8 +321,12 @@ def _print_status(status: dict) -> None:
         f"for labels in {status['batches']} batch(es), {status['unlabelled']} unlabelled"
     )
     for row in status["rounds"]:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
-        print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
+        _print_project_round(row)
+
+
+def _print_project_round(row: dict) -> None:
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
+    print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
 
 
 def _export_adapter(args: argparse.Namespace) -> int:

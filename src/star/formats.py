@@ -82,8 +82,8 @@ def render(rows: list[ToLabel], fmt: str, model_version: str) -> str:
 def ls_task(row: ToLabel, model_version: str) -> dict:
     """One task in Label Studio's import format, the model's answer as its prediction."""
     if row.choices:
-        result = {"type": "choices", "from_name": "label_choice", "value": {"choices": []}}
-        result["value"]["choices"] = [row.model_answer] if row.model_answer in row.choices else []
+        picked = [row.model_answer] if row.model_answer in row.choices else []
+        result = {"type": "choices", "from_name": "label_choice", "value": {"choices": picked}}
     else:
         result = {"type": "textarea", "from_name": FROM_NAME, "value": {"text": [row.model_answer]}}
     data = {"star_id": row.id, "prompt": row.prompt, "options": []}

@@ -20,6 +20,7 @@ ignored when read, so every state is either before or after a command, never bet
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -422,9 +423,13 @@ class Project:
                     length_norm=run.uncertainty.length_norm,
                 )
 
+        tuned_signal = functools.cache(
+            lambda: signal(model, answers, run.uncertainty.mc_passes if tuned else 1)
+        )
+
         def base_signal() -> SequenceScores:
-            if tuned is None:
-                return signal(base, answers)
+            if tuned is None:  # before the first round the "tuned" model is the base model
+                return tuned_signal()
             with tuned.disable_adapter():
                 return signal(tuned, self._answers(tuned, tok, candidates, budget))
 
@@ -432,7 +437,7 @@ class Project:
             size=len(candidates),
             round=max(0, seed_round - 1),
             generator=torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
-            tuned=lambda: signal(model, answers, run.uncertainty.mc_passes if tuned else 1),
+            tuned=tuned_signal,
             base=base_signal,
             dynamic_w0=run.uncertainty.dynamic_w0,
             dynamic_step=run.uncertainty.dynamic_step,
