@@ -187,7 +187,8 @@ def _sweep(args: argparse.Namespace) -> int:
     for path, value in given.items():
         value = ",".join(value) if isinstance(value, tuple) else value
         run_args += [f"--{known[path].flag}", str(value)]
-    pairs = [Pair(s, seed) for s in strategies for seed in seeds]
+    # Seed-major, so a sweep stopped early still compares every strategy on the same seeds.
+    pairs = [Pair(s, seed) for seed in seeds for s in strategies]
     print(f"{len(pairs)} runs in {args.out}, {args.jobs} at a time", flush=True)
 
     def done(pair: Pair, code: int, seconds: float) -> None:
