@@ -1,7 +1,9 @@
-"""`star sweep` runs every pair and resumes; `star report` tables match the runs' metrics,
-recomputed here independently; AULC and the paired interval on hand-made numbers."""
+"""`star sweep` runs every pair and resumes; `star report` tables match the runs' metrics and
+predictions, recomputed here independently; ablations get their own line; AULC and the paired
+interval on hand-made numbers."""
 
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -56,6 +58,8 @@ def sweeps(tmp_path_factory):
     assert (
         main(["sweep", *SWEEP, "--strategies", "pe", "--out", str(root / "b"), "--jobs", "2"]) == 0
     )
+    ablation = ["--strategies", "pe", "--b-decay", "0.5", "--seeds", "0", "--out", str(root / "c")]
+    assert main(["sweep", *SWEEP, *ablation]) == 0
     return root
 
 
@@ -68,15 +72,19 @@ def test_a_finished_sweep_reruns_nothing(sweeps, capsys):
 def test_report_tables_match_the_metrics(sweeps, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(sweeps / "a"), str(sweeps / "b"), "--out", str(out)]) == 0
-    for stem in ("learning_curves", "ece_curves", "reliability_random", "reliability_pe"):
+    curves = ["learning_curves", "ece_curves", "nll_curves", "brier_curves"]
+    for stem in [*curves, "reliability_random", "reliability_pe"]:
         for suffix in (".png", ".svg"):
-            assert (out / stem).with_suffix(suffix).stat().st_size > 1000
+            assert (out / f"{stem}{suffix}").stat().st_size > 1000
     summary = (out / "summary.md").read_text()
     for strategy in ("random", "pe"):
-        metrics = [
-            [json.loads(x) for x in p.read_text().splitlines()]
-            for p in sorted(sweeps.rglob("metrics.jsonl"))
+        runs = [
+            p.parent
+            for p in sorted(sweeps.glob("[ab]/*/metrics.jsonl"))
             if f"strategy: {strategy}\n" in (p.parent / "config.yaml").read_text()
+        ]
+        metrics = [
+            [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in runs
         ]
         assert len(metrics) == 2
         row = next(line for line in summary.splitlines() if line.startswith(f"| {strategy} | 2 |"))
@@ -87,7 +95,51 @@ def test_report_tables_match_the_metrics(sweeps, tmp_path):
             assert float(cells[k][1]) == pytest.approx(statistics.stdev(acc), abs=6e-4)
         ece = [m[1]["ece"] for m in metrics]
         assert float(cells[3][0]) == pytest.approx(statistics.mean(ece), abs=6e-4)
+        for section, score in (("NLL", _nll), ("Brier", _brier)):
+            row = next(
+                line for line in _section(summary, section) if line.startswith(f"| {strategy} |")
+            )
+            cells = re.findall(r"(-?\d+\.\d{3}) ± (\d+\.\d{3})", row)
+            for k in range(2):
+                values = [score(_eval_rows(r, k)) for r in runs]
+                assert float(cells[k][0]) == pytest.approx(statistics.mean(values), abs=6e-4)
+                assert float(cells[k][1]) == pytest.approx(statistics.stdev(values), abs=6e-4)
     assert re.search(r"\| pe \| 2 \| [+-]\d\.\d{3} \[", summary)  # paired with random's seeds
+
+
+def test_a_setting_that_differs_within_a_strategy_is_its_own_line(sweeps, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(sweeps), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| pe (b_decay=0.0) | 2 |" in summary and "| pe (b_decay=0.5) | 1 |" in summary
+    assert re.search(r"\| pe \(b_decay=0\.5\) \| 1 \| [+-]\d\.\d{3} \[", summary)  # paired
+    assert (out / "reliability_pe_b_decay-0.5.png").stat().st_size > 1000
+
+
+def _section(summary: str, title: str) -> list[str]:
+    lines = summary.splitlines()
+    start = lines.index(f"### {title}")
+    return lines[
+        start + 1 : next(i for i in range(start + 1, len(lines)) if lines[i].startswith("#"))
+    ]
+
+
+def _eval_rows(run: Path, k: int) -> list[dict]:
+    return [
+        json.loads(x) for x in (run / "rounds" / f"{k:03d}" / "eval.jsonl").read_text().splitlines()
+    ]
+
+
+def _nll(rows: list[dict]) -> float:
+    total = 0.0
+    for row in rows:
+        c = min(max(row["confidence"], 1e-6), 1 - 1e-6)
+        total -= math.log(c if row["correct"] else 1 - c)
+    return total / len(rows)
+
+
+def _brier(rows: list[dict]) -> float:
+    return sum((row["confidence"] - row["correct"]) ** 2 for row in rows) / len(rows)
 
 
 def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):

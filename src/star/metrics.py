@@ -1,4 +1,8 @@
-"""Evaluation metrics as pure functions: accuracy, expected calibration error, reliability bins."""
+"""Evaluation metrics as pure functions: accuracy, calibration (ECE, NLL, Brier), reliability bins.
+
+Calibration scores a prediction's confidence as a forecast that it is correct, so the same
+functions serve closed label sets and free answers (where no distribution over answers exists).
+"""
 
 from __future__ import annotations
 
@@ -48,3 +52,27 @@ def expected_calibration_error(
     table = reliability_bins(confidence, correct, bins)
     n = len(confidence)
     return sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in table)
+
+
+def brier_score(confidence: torch.Tensor, correct: torch.Tensor) -> float:
+    """Mean (confidence − correct)²: 0 is perfect, 0.25 is always saying 0.5.
+
+    confidence: (n,) in [0, 1]; correct: (n,) bool
+    """
+    if len(confidence) == 0:
+        return 0.0
+    return (confidence.double() - correct.double()).pow(2).mean().item()
+
+
+def negative_log_likelihood(
+    confidence: torch.Tensor, correct: torch.Tensor, eps: float = 1e-6
+) -> float:
+    """Mean −log p(outcome) of the correctness forecast: −log c if correct, −log(1 − c) if not.
+
+    Confidences are clamped to [eps, 1 − eps] so that one certain mistake costs −log eps ≈ 13.8
+    instead of infinity. confidence: (n,) in [0, 1]; correct: (n,) bool
+    """
+    if len(confidence) == 0:
+        return 0.0
+    c = confidence.double().clamp(eps, 1 - eps)
+    return -torch.where(correct, c.log(), (1 - c).log()).mean().item()

@@ -1,24 +1,30 @@
 """Compare strategies across runs the way the paper does: curves over rounds, mean ± std over
-seeds, area under the learning curve, and the paired difference to random.
+seeds, area under the learning curve, calibration per round, and the paired difference to random.
 
-Runs are found by their `config.yaml` and grouped by the strategy recorded there, never by
-directory names.
+Runs are found by their `config.yaml` and grouped by what it records, never by directory names:
+by strategy, and within a strategy by any setting that differs between its runs (an ablation
+such as `star` with `b_decay` 0 shows as its own line, "star (b_decay=0.0)").
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from star.errors import StarError
-from star.metrics import reliability_bins
+from star.metrics import brier_score, negative_log_likelihood, reliability_bins
 from star.state import read_yaml
 
 BOOTSTRAP = 10_000  # resamples of the seeds for the paired confidence interval
+# Settings that do not change what a run computes, so they never split a strategy into variants.
+NOT_A_VARIANT = ("seed", "star_version", "inference.")
+CALIBRATION = (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"))
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,10 @@ class RunResult:
     n_labeled: list[int]  # per finished round
     accuracy: list[float]
     ece: list[float]
+    nll: list[float] = field(default_factory=list)  # per round, from eval.jsonl (nan: missing)
+    brier: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the finished rounds
+    settings: dict[str, object] = field(default_factory=dict)  # flattened config, no seed
 
     def aulc(self) -> float:
         """Area under accuracy vs labelled examples, divided by the x-range: the mean accuracy
@@ -49,12 +59,13 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
             metrics_path = config_path.parent / "metrics.jsonl"
             if not metrics_path.exists():
                 continue  # a run that has not finished a round yet
-            tree = read_yaml(config_path)  # only strategy and seed: runs of older versions too
+            tree = read_yaml(config_path)  # read loosely: runs of older versions too
             if not isinstance(tree.get("strategy"), str) or not isinstance(tree.get("seed"), int):
                 raise StarError(f"{config_path}: no strategy and seed: not a star run config")
             rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
             if not rows:
                 continue
+            calibration = [_calibration(config_path.parent, r["round"]) for r in rows]
             runs.append(
                 RunResult(
                     config_path.parent,
@@ -63,11 +74,42 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
                     [r["n_labeled"] for r in rows],
                     [r["accuracy"] for r in rows],
                     [r["ece"] for r in rows],
+                    [nll for nll, _ in calibration],
+                    [brier for _, brier in calibration],
+                    sum(r.get("seconds", 0.0) for r in rows),
+                    {k: v for k, v in _flatten(tree).items() if not k.startswith(NOT_A_VARIANT)},
                 )
             )
     if not runs:
         raise StarError(f"no finished rounds under {', '.join(map(str, roots))}")
     return runs
+
+
+def _calibration(run: Path, k: int) -> tuple[float, float]:
+    """NLL and Brier of round k's predictions (nan when its eval.jsonl is gone)."""
+    confidence, correct = _predictions(run, k)
+    if not len(confidence):
+        return math.nan, math.nan
+    return negative_log_likelihood(confidence, correct), brier_score(confidence, correct)
+
+
+def _predictions(run: Path, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    path = run / "rounds" / f"{k:03d}" / "eval.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return (
+        torch.tensor([r["confidence"] for r in rows], dtype=torch.float64),
+        torch.tensor([bool(r["correct"]) for r in rows], dtype=torch.bool),
+    )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= _flatten(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return flat
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -86,52 +128,88 @@ def paired_interval(diffs: list[float], seed: int = 0) -> tuple[float, float]:
     return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
-def by_strategy(runs: list[RunResult]) -> dict[str, list[RunResult]]:
-    groups: dict[str, list[RunResult]] = defaultdict(list)
+def by_variant(runs: list[RunResult]) -> dict[str, list[RunResult]]:
+    """Runs grouped by strategy, then by the settings that differ among that strategy's runs."""
+    by_name: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
-        groups[r.strategy].append(r)
-    for name, group in groups.items():
+        by_name[r.strategy].append(r)
+    groups: dict[str, list[RunResult]] = defaultdict(list)
+    for name, group in by_name.items():
+        keys = sorted({k for r in group for k in r.settings})
+        differ = [k for k in keys if len({repr(r.settings.get(k)) for r in group}) > 1]
+        for r in group:
+            shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={r.settings.get(k)}" for k in differ)
+            groups[f"{name} ({shown})" if differ else name].append(r)
+    for label, group in groups.items():
         seeds = [r.seed for r in group]
         if len(set(seeds)) != len(seeds):
-            raise StarError(f"strategy {name!r} has two runs with the same seed: pass one sweep")
+            raise StarError(f"{label!r} has two runs with the same seed: pass one sweep")
     return dict(sorted(groups.items()))
 
 
 def summary_table(groups: dict[str, list[RunResult]]) -> str:
-    rounds = min(len(r.accuracy) for g in groups.values() for r in g)
+    rounds = _rounds(groups)
     lines = [
         "| strategy | seeds | "
         + " | ".join(f"round {k} (n={_n(groups, k)})" for k in range(rounds))
-        + " | AULC | final ECE |",
-        "|---|---|" + "---|" * rounds + "---|---|",
+        + " | AULC | final ECE | minutes per run |",
+        "|---|---|" + "---|" * rounds + "---|---|---|",
     ]
     for name, group in groups.items():
         cells = [_pm(mean_std([r.accuracy[k] for r in group])) for k in range(rounds)]
         aulc = _pm(mean_std([r.aulc() for r in group]))
         ece = _pm(mean_std([r.ece[rounds - 1] for r in group]))
-        lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + f" | {aulc} | {ece} |")
+        minutes = sum(r.seconds for r in group) / len(group) / 60
+        lines.append(
+            f"| {name} | {len(group)} | "
+            + " | ".join(cells)
+            + f" | {aulc} | {ece} | {minutes:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def calibration_table(groups: dict[str, list[RunResult]], metric: str) -> str:
+    """Strategy × round table of one calibration metric (mean ± std over seeds)."""
+    rounds = _rounds(groups)
+    lines = [
+        "| strategy | " + " | ".join(f"round {k}" for k in range(rounds)) + " |",
+        "|---|" + "---|" * rounds,
+    ]
+    for name, group in groups.items():
+        cells = [_pm(mean_std([getattr(r, metric)[k] for r in group])) for k in range(rounds)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def paired_table(groups: dict[str, list[RunResult]]) -> str:
-    if "random" not in groups:
-        return "No `random` runs: no paired comparison.\n"
-    base = {r.seed: r for r in groups["random"]}
+    baselines = [name for name, group in groups.items() if group[0].strategy == "random"]
+    if len(baselines) != 1:
+        return (
+            "No `random` runs: no paired comparison.\n"
+            if not baselines
+            else "Several `random` variants: report each setting separately to pair them.\n"
+        )
+    base = {r.seed: r for r in groups[baselines[0]]}
     lines = [
-        "| strategy | paired seeds | Δ AULC vs random (95 % CI) | Δ final accuracy (95 % CI) |",
-        "|---|---|---|---|",
+        "| strategy | paired seeds | Δ AULC | Δ final accuracy | Δ final ECE | Δ final NLL "
+        "| Δ final Brier |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, group in groups.items():
-        if name == "random":
-            continue
         pairs = [(r, base[r.seed]) for r in group if r.seed in base]
-        if not pairs:
+        if name == baselines[0] or not pairs:
             continue
         k = min(len(r.accuracy) for r, _ in pairs) - 1
-        d_aulc = [r.aulc() - b.aulc() for r, b in pairs]
-        d_final = [r.accuracy[k] - b.accuracy[k] for r, b in pairs]
-        lines.append(f"| {name} | {len(pairs)} | {_ci(d_aulc)} | {_ci(d_final)} |")
+        cells = [_ci([r.aulc() - b.aulc() for r, b in pairs])] + [
+            _ci([getattr(r, m)[k] - getattr(b, m)[k] for r, b in pairs])
+            for m in ("accuracy", "ece", "nll", "brier")
+        ]
+        lines.append(f"| {name} | {len(pairs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _rounds(groups: dict[str, list[RunResult]]) -> int:
+    return min(len(r.accuracy) for g in groups.values() for r in g)
 
 
 def _n(groups, k: int) -> str:
@@ -149,21 +227,29 @@ def _ci(diffs: list[float]) -> str:
 
 
 def write_report(roots: list[Path], out: Path) -> list[Path]:
-    """summary.md plus learning-curve, ECE-curve and reliability plots (PNG and SVG)."""
-    groups = by_strategy(find_runs(roots))
+    """summary.md plus accuracy, ECE, NLL, Brier and reliability plots (PNG and SVG)."""
+    groups = by_variant(find_runs(roots))
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.md"]
     runs = sorted(str(r.path) for g in groups.values() for r in g)
+    calibration = "".join(
+        f"\n### {label}\n\n" + calibration_table(groups, metric) for metric, label in CALIBRATION
+    )
     written[0].write_text(
         "# star report\n\nRuns: " + ", ".join(f"`{p}`" for p in runs) + "\n\n"
         "## Accuracy per round (mean ± std over seeds), AULC and final ECE\n\n"
         + summary_table(groups)
         + "\nAULC: area under accuracy vs labelled examples divided by its x-range (the mean "
-        "accuracy along the curve); std is the sample std over seeds.\n\n"
-        "## Paired difference to random (same seeds)\n\n"
+        "accuracy along the curve); std is the sample std over seeds; minutes: mean wall time "
+        "of a run's finished rounds.\n\n"
+        "## Calibration per round (mean ± std over seeds)\n\n"
+        "Each prediction's confidence scored as a forecast that it is correct (ECE: 10 bins; "
+        "NLL: confidences clamped to [1e-6, 1 − 1e-6]; lower is better for all three).\n"
+        + calibration
+        + "\n## Paired difference to random (same seeds; mean [95 % CI])\n\n"
         + paired_table(groups)
         + f"\nIntervals: 95 % percentile bootstrap over seeds ({BOOTSTRAP} resamples); with "
-        "few seeds they are rough.\n"
+        "few seeds they are rough. Final: the last round every paired run finished.\n"
     )
     written += _plots(groups, out)
     return written
@@ -176,7 +262,7 @@ def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for metric, label in (("accuracy", "accuracy"), ("ece", "ECE")):
+    for metric, label in (("accuracy", "accuracy"), *CALIBRATION):
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, group in groups.items():
             rounds = min(len(r.accuracy) for r in group)
@@ -186,22 +272,18 @@ def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
             ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.15)
         ax.set_xlabel("labelled examples")
         ax.set_ylabel(f"{label} (mean ± std over seeds)")
-        ax.legend()
+        ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-        written += _save(fig, out / ("learning_curves" if metric == "accuracy" else "ece_curves"))
+        stem = "learning_curves" if metric == "accuracy" else f"{metric}_curves"
+        written += _save(fig, out / stem)
         plt.close(fig)
     for name, group in groups.items():
-        confidence, correct = [], []
-        for r in group:
-            last = r.path / "rounds" / f"{len(r.accuracy) - 1:03d}" / "eval.jsonl"
-            if last.exists():
-                for line in last.read_text().splitlines():
-                    row = json.loads(line)
-                    confidence.append(row["confidence"])
-                    correct.append(row["correct"])
-        if not confidence:
+        last = [_predictions(r.path, len(r.accuracy) - 1) for r in group]
+        confidence = torch.cat([c for c, _ in last])
+        correct = torch.cat([c for _, c in last])
+        if not len(confidence):
             continue
-        bins = reliability_bins(torch.tensor(confidence), torch.tensor(correct))
+        bins = reliability_bins(confidence, correct)
         fig, ax = plt.subplots(figsize=(4, 4))
         centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
         ax.bar(
@@ -212,13 +294,18 @@ def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
         ax.set_ylabel("accuracy")
         ax.set_title(f"{name}, last round ({len(confidence)} predictions)")
         ax.legend()
-        written += _save(fig, out / f"reliability_{name}")
+        written += _save(fig, out / f"reliability_{_file_name(name)}")
         plt.close(fig)
     return written
 
 
 def _save(fig, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.parent / f"{stem.name}.{suffix}" for suffix in ("png", "svg")]
     for p in paths:
         fig.savefig(p, dpi=120, bbox_inches="tight")
     return paths
+
+
+def _file_name(label: str) -> str:
+    """A variant label as a file name: "star (b_decay=0.0)" -> "star_b_decay-0.0"."""
+    return re.sub(r"[^\w.-]+", "_", label.replace("=", "-")).strip("_")
