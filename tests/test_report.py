@@ -116,6 +116,14 @@ def test_a_setting_that_differs_within_a_strategy_is_its_own_line(sweeps, tmp_pa
     assert (out / "reliability_pe_b_decay-0.5.png").stat().st_size > 1000
 
 
+def test_report_of_the_first_round_only(sweeps, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(sweeps / "a"), "--rounds", "1", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "round 0 (n=4)" in summary and "round 1" not in summary
+    assert main(["report", str(sweeps / "a"), "--rounds", "0", "--out", str(out)]) == 2
+
+
 def _section(summary: str, title: str) -> list[str]:
     lines = summary.splitlines()
     start = lines.index(f"### {title}")

@@ -156,11 +156,18 @@ def _add_experiment_commands(sub) -> None:
     sweep.add_argument(
         "--jobs", type=int, default=1, help="pairs run at once (cores ÷ jobs threads each)"
     )
+    sweep.add_argument("--threads", type=int, help="threads per run instead of cores ÷ jobs")
     sweep.add_argument("--config", type=Path, help="YAML file of run options for every pair")
     _add_config_options(sweep)
     report = sub.add_parser("report", help="curves, tables and paired comparisons of runs")
     report.add_argument("runs", type=Path, nargs="+", help="folders holding runs (searched)")
     report.add_argument("--out", type=Path, required=True, help="report folder")
+    report.add_argument(
+        "--rounds",
+        type=int,
+        help="only each run's first K rounds (e.g. 1: round 0, where strategies share the "
+        "same random labels and differ only in training settings)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -176,8 +183,9 @@ def _sweep(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds must be integers, got {args.seeds!r}") from None
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    for flag, value in (("jobs", args.jobs), ("threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} must be at least 1, got {value}")
     given = _given(args)
     given.pop("strategy", None)
     given.pop("seed", None)
@@ -195,7 +203,7 @@ def _sweep(args: argparse.Namespace) -> int:
         state = "finished" if code == 0 else f"FAILED (exit {code}; see its log in OUT/logs)"
         print(f"{pair.strategy:<16} seed {pair.seed}: {state} in {seconds:.0f} s", flush=True)
 
-    codes = sweep(args.out, pairs, run_args, args.jobs, done)
+    codes = sweep(args.out, pairs, run_args, args.jobs, args.threads, done)
     failed = [p for p, c in codes.items() if c != 0]
     if failed:
         print(f"star: error: {len(failed)} of {len(pairs)} runs failed", file=sys.stderr)
@@ -206,7 +214,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from star.report import write_report
 
-    for path in write_report(args.runs, args.out):
+    for path in write_report(args.runs, args.out, args.rounds):
         print(path)
     return 0
 

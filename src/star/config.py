@@ -113,7 +113,7 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    task: str = _opt("gsm8k", "task: gsm8k, boolq or obqa (see `star tasks`)")
+    task: str = _opt("gsm8k", "task: gsm8k, boolq, obqa or mix (see `star tasks`)")
     strategy: str = _opt("random", "query strategy (see `star strategies`)")
     seed: int = _opt(0, "seed for the initial sample, the pool and training")
     model: ModelConfig = field(default_factory=ModelConfig)

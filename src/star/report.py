@@ -50,7 +50,8 @@ class RunResult:
         return area / (x[-1] - x[0])
 
 
-def find_runs(roots: list[Path]) -> list[RunResult]:
+def find_runs(roots: list[Path], rounds: int | None = None) -> list[RunResult]:
+    """Every run with a finished round under the roots; only the first `rounds` if given."""
     runs = []
     for root in roots:
         if not root.is_dir():
@@ -63,6 +64,7 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
             if not isinstance(tree.get("strategy"), str) or not isinstance(tree.get("seed"), int):
                 raise StarError(f"{config_path}: no strategy and seed: not a star run config")
             rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+            rows = rows[:rounds]
             if not rows:
                 continue
             calibration = [_calibration(config_path.parent, r["round"]) for r in rows]
@@ -226,9 +228,11 @@ def _ci(diffs: list[float]) -> str:
     return f"{sum(diffs) / len(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def write_report(roots: list[Path], out: Path) -> list[Path]:
+def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> list[Path]:
     """summary.md plus accuracy, ECE, NLL, Brier and reliability plots (PNG and SVG)."""
-    groups = by_variant(find_runs(roots))
+    if rounds is not None and rounds < 1:
+        raise StarError(f"--rounds {rounds}: must be at least 1")
+    groups = by_variant(find_runs(roots, rounds))
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.md"]
     runs = sorted(str(r.path) for g in groups.values() for r in g)
@@ -236,7 +240,10 @@ def write_report(roots: list[Path], out: Path) -> list[Path]:
         f"\n### {label}\n\n" + calibration_table(groups, metric) for metric, label in CALIBRATION
     )
     written[0].write_text(
-        "# star report\n\nRuns: " + ", ".join(f"`{p}`" for p in runs) + "\n\n"
+        "# star report\n\nRuns: "
+        + ", ".join(f"`{p}`" for p in runs)
+        + ("" if rounds is None else f" (first {rounds} round(s) of each)")
+        + "\n\n"
         "## Accuracy per round (mean ± std over seeds), AULC and final ECE\n\n"
         + summary_table(groups)
         + "\nAULC: area under accuracy vs labelled examples divided by its x-range (the mean "

@@ -2,7 +2,7 @@
 
 A finished run is skipped by `star run` itself (it resumes after its last round), so a sweep
 killed at any point is finished by running the same command again. Pairs run `jobs` at a time,
-each with cores ÷ jobs threads.
+each with cores ÷ jobs threads unless told otherwise.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ def sweep(
     pairs: list[Pair],
     run_args: list[str],
     jobs: int = 1,
+    threads: int | None = None,
     on_done: Callable[[Pair, int, float], None] | None = None,
 ) -> dict[Pair, int]:
     """Run the pairs; returns each pair's exit code (0 = finished). Each run's output is
-    appended to ROOT/logs/<run>.log."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    appended to ROOT/logs/<run>.log. Threads per run default to cores ÷ jobs; set them to share
+    the cores with other work (another sweep, say)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     waiting, running, codes = list(pairs), {}, {}
     while waiting or running:
