@@ -2,6 +2,7 @@
 predictions, recomputed here independently; ablations get their own line; AULC and the paired
 interval on hand-made numbers."""
 
+import csv
 import json
 import math
 import re
@@ -77,6 +78,8 @@ def test_report_tables_match_the_metrics(sweeps, tmp_path):
         for suffix in (".png", ".svg"):
             assert (out / f"{stem}{suffix}").stat().st_size > 1000
     summary = (out / "summary.md").read_text()
+    table = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(table) == 8  # 2 strategies × 2 seeds × 2 rounds
     for strategy in ("random", "pe"):
         runs = [
             p.parent
@@ -102,6 +105,12 @@ def test_report_tables_match_the_metrics(sweeps, tmp_path):
             cells = re.findall(r"(-?\d+\.\d{3}) ± (\d+\.\d{3})", row)
             for k in range(2):
                 values = [score(_eval_rows(r, k)) for r in runs]
+                in_csv = [
+                    float(row[section.lower()])
+                    for row in table
+                    if row["strategy"] == strategy and row["round"] == str(k)
+                ]
+                assert in_csv == pytest.approx(values, abs=1e-6)
                 assert float(cells[k][0]) == pytest.approx(statistics.mean(values), abs=6e-4)
                 assert float(cells[k][1]) == pytest.approx(statistics.stdev(values), abs=6e-4)
     assert re.search(r"\| pe \| 2 \| [+-]\d\.\d{3} \[", summary)  # paired with random's seeds

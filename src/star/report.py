@@ -8,6 +8,7 @@ such as `star` with `b_decay` 0 shows as its own line, "star (b_decay=0.0)").
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -229,7 +230,8 @@ def _ci(diffs: list[float]) -> str:
 
 
 def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> list[Path]:
-    """summary.md plus accuracy, ECE, NLL, Brier and reliability plots (PNG and SVG)."""
+    """summary.md, runs.csv (every run and round) and accuracy, ECE, NLL, Brier and reliability
+    plots (PNG and SVG)."""
     if rounds is not None and rounds < 1:
         raise StarError(f"--rounds {rounds}: must be at least 1")
     groups = by_variant(find_runs(roots, rounds))
@@ -258,8 +260,24 @@ def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> lis
         + f"\nIntervals: 95 % percentile bootstrap over seeds ({BOOTSTRAP} resamples); with "
         "few seeds they are rough. Final: the last round every paired run finished.\n"
     )
+    written.append(_runs_csv(groups, out / "runs.csv"))
     written += _plots(groups, out)
     return written
+
+
+def _runs_csv(groups: dict[str, list[RunResult]], path: Path) -> Path:
+    """Every run's every round, the numbers behind the tables, small enough to commit."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["strategy", "seed", "round", "n_labeled", "accuracy", "ece", "nll", "brier", "run"]
+        )
+        for name, group in groups.items():
+            for r in sorted(group, key=lambda r: r.seed):
+                for k, n in enumerate(r.n_labeled):
+                    values = (r.accuracy[k], r.ece[k], r.nll[k], r.brier[k])
+                    w.writerow([name, r.seed, k, n, *(f"{v:.6f}" for v in values), r.path])
+    return path
 
 
 def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
