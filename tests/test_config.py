@@ -137,8 +137,13 @@ def test_every_option_has_a_flag_and_help():
     assert all(o.help for o in cfg.options())
 
 
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name
+    "path",
+    sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "accelerate"),
+    ids=lambda p: p.name,
 )
 def test_shipped_configs_are_valid(path):
     from star.state import read_tree
@@ -147,6 +152,16 @@ def test_shipped_configs_are_valid(path):
     if path.parent.name == "paper":  # the paper's budget; the user supplies the 7B model
         assert (config.loop.init_size, config.loop.query_size, config.lora.r) == (500, 500, 64)
     else:
-        assert config.model.name == "smollm2-135m" and config.task in ("obqa", "mix")
+        assert config.model.name == "smollm2-135m" and config.task in ("obqa", "boolq", "mix")
     if path.parent.name == "ablations":
         assert config.strategy in ("star", "pe", "pe-subtract")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_accelerate_configs_load_in_accelerate(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1 and config.mixed_precision in ("no", "bf16")

@@ -370,12 +370,19 @@ def _print_round(row: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from star import distributed
     from star.loop import run
 
     config = resolve_config(args)
+    if not distributed.is_main():  # under torchrun: one process reports
+        logging.getLogger().setLevel(logging.WARNING)
+        run(config, args.out)
+        return 0
+    processes = distributed.world_size()
     print(
         f"star {__version__}: {config.task}, strategy {config.strategy}, model "
-        f"{config.model.name}, {config.loop.rounds} rounds -> {args.out}",
+        f"{config.model.name}, {config.loop.rounds} rounds -> {args.out}"
+        + (f" ({processes} processes)" if processes > 1 else ""),
         flush=True,
     )
     print(

@@ -2,7 +2,9 @@
 
 Labels come from the dataset (a simulated annotator). Every round starts from the base model
 with a fresh adapter, as the paper does; every random draw is seeded from (seed, round), so a
-resumed run makes exactly the choices an uninterrupted one makes.
+resumed run makes exactly the choices an uninterrupted one makes. Under several processes
+(`torchrun`), evaluation and scoring are sharded and gathered (star.distributed) and every
+process selects the same examples from the same gathered scores.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from star import distributed
 from star import model as models
 from star.config import RunConfig
 from star.data import Encoded, Example, encode, read_jsonl
@@ -26,7 +29,7 @@ from star.errors import ConfigError
 from star.evaluate import evaluate, summarise
 from star.generate import generate
 from star.scoring import SequenceScores, score
-from star.state import RunDir, write_jsonl
+from star.state import RunDir
 from star.strategies import STRATEGIES, Signals, select_top_k
 from star.tasks import EVAL_SAMPLE_SEED, TASKS, load_split, sample
 from star.train import train_adapter
@@ -136,16 +139,20 @@ class Run:
             seconds["train"] = time.perf_counter() - clock
 
             clock = time.perf_counter()
-            predictions = evaluate(
-                model,
-                self.tokenizer,
-                self.spec,
-                self.splits.eval,
-                self.eval_prompts,
-                self.config.inference.eval_batch_size,
-                self.batch_tokens,
+            predictions = distributed.map_shards(
+                list(zip(self.splits.eval, self.eval_prompts, strict=True)),
+                lambda part: evaluate(
+                    model,
+                    self.tokenizer,
+                    self.spec,
+                    [e for e, _ in part],
+                    [x for _, x in part],
+                    self.config.inference.eval_batch_size,
+                    self.batch_tokens,
+                ),
+                distributed.concat,
             )
-            write_jsonl(
+            self.dir.write_rows(
                 self.dir.round_dir(k) / "eval.jsonl", (dataclasses.asdict(p) for p in predictions)
             )
             seconds["eval"] = time.perf_counter() - clock
@@ -170,14 +177,18 @@ class Run:
         items = [self.gold[e.id] for e in examples]
         if self.config.uncertainty.target == "gold":
             return items
-        answers = generate(
-            model,
-            self.tokenizer,
+        answers = distributed.map_shards(
             items,
-            self.spec.max_new_tokens,
-            self.config.inference.eval_batch_size,
-            prefill_tokens=self.batch_tokens,
-            desc="answering pool",
+            lambda part: generate(
+                model,
+                self.tokenizer,
+                part,
+                self.spec.max_new_tokens,
+                self.config.inference.eval_batch_size,
+                prefill_tokens=self.batch_tokens,
+                desc="answering pool",
+            ),
+            distributed.concat,
         )
         return [Encoded(x.prompt_ids, a.token_ids) for x, a in zip(items, answers, strict=True)]
 
@@ -186,14 +197,18 @@ class Run:
         items = self.targets(model, candidates)
         torch.manual_seed(derived_seed(self.config.seed, k, _MC))  # dropout masks
         with models.mc_dropout(model) if u.mc_passes > 1 else nullcontext():
-            return score(
-                model,
+            return distributed.map_shards(
                 items,
-                self.pad_id,
-                self.batch_tokens,
-                passes=u.mc_passes,
-                length_norm=u.length_norm,
-                desc="scoring (tuned)",
+                lambda part: score(
+                    model,
+                    part,
+                    self.pad_id,
+                    self.batch_tokens,
+                    passes=u.mc_passes,
+                    length_norm=u.length_norm,
+                    desc="scoring (tuned)",
+                ),
+                SequenceScores.cat,
             )
 
     def score_base(self, model, candidates: list[Example]) -> SequenceScores:
@@ -207,16 +222,20 @@ class Run:
                 len(self.splits.pool),
             )
             with model.disable_adapter():
-                scores = score(
-                    model,
+                scores = distributed.map_shards(
                     self.targets(model, self.splits.pool),
-                    self.pad_id,
-                    self.batch_tokens,
-                    length_norm=self.config.uncertainty.length_norm,
-                    desc="scoring (base)",
+                    lambda part: score(
+                        model,
+                        part,
+                        self.pad_id,
+                        self.batch_tokens,
+                        length_norm=self.config.uncertainty.length_norm,
+                        desc="scoring (base)",
+                    ),
+                    SequenceScores.cat,
                 )
             cached = scores.to_rows([e.id for e in self.splits.pool])
-            write_jsonl(path, cached)
+            self.dir.write_rows(path, cached)
         position = {row["id"]: i for i, row in enumerate(cached)}
         index = torch.tensor([position[e.id] for e in candidates], dtype=torch.long)
         return SequenceScores.from_rows(cached).take(index)
@@ -238,7 +257,7 @@ class Run:
         chosen = select_top_k([e.id for e in candidates], scores, self.config.loop.query_size)
         if len(chosen) < self.config.loop.query_size:
             log.warning("only %d unlabelled examples were left to select", len(chosen))
-        write_jsonl(
+        self.dir.write_rows(
             self.dir.round_dir(k) / "selected.jsonl",
             (
                 {**dataclasses.asdict(s), "answer_tokens": len(self.gold[s.id].target_ids)}

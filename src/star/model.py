@@ -20,6 +20,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from star import distributed
 from star.config import LoraConfig, ModelConfig
 from star.errors import ModelError
 
@@ -45,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device (cuda:LOCAL_RANK under a multi-GPU launcher)."""
+    return distributed.device()
 
 
 def pick_dtype(setting: str, on: torch.device) -> torch.dtype:

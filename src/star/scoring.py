@@ -81,6 +81,16 @@ class SequenceScores:
 
         return cls(column("pe"), column("entropy"), column("bald"), column("n_tokens", torch.long))
 
+    @classmethod
+    def cat(cls, parts: list[SequenceScores]) -> SequenceScores:
+        """The parts' examples one after another (shards gathered from several processes)."""
+        return cls(
+            *(
+                torch.cat([getattr(p, f) for p in parts])
+                for f in ("pe", "token_entropy", "bald", "n_tokens")
+            )
+        )
+
     def take(self, index: torch.Tensor) -> SequenceScores:
         return SequenceScores(
             *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))

@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 
 from star import config as cfg
+from star import distributed
 from star.data import read_jsonl
-from star.errors import ConfigError, RunDirError
+from star.errors import ConfigError, RunDirError, StarError
 
 LOCK = ".lock"  # held (flock) by the star process working in a run directory
 
@@ -134,16 +135,34 @@ def save_adapter_to(model, target: Path) -> None:
 
 
 class RunDir:
-    """One run's directory; `open` creates it or checks that it holds this same run."""
+    """One run's directory; `open` creates it or checks that it holds this same run.
 
-    def __init__(self, path: Path):
+    Under several processes only the main one creates, checks, locks and writes it; the others
+    read it (to resume) and their writes are skipped.
+    """
+
+    def __init__(self, path: Path, writer: bool = True):
         self.path = path
+        self.writer = writer
         self._lock: int | None = None
 
     @classmethod
     def open(cls, path: Path, config: cfg.RunConfig) -> RunDir:
         """Create the run directory or check it holds this same run; lock it against a second
         star process until `close` (the OS drops the lock if the process dies)."""
+        run, error = None, None
+        if distributed.is_main():
+            try:
+                run = cls._open(path, config)
+            except StarError as e:
+                error = e
+        error = distributed.from_main(error)  # every process fails alike, or none does
+        if error is not None:
+            raise error
+        return run or cls(path, writer=False)
+
+    @classmethod
+    def _open(cls, path: Path, config: cfg.RunConfig) -> RunDir:
         run = cls(path)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"{path} is a file, not a run directory: choose a new --out")
@@ -220,11 +239,17 @@ class RunDir:
                 raise RunDirError(f"{self.labeled_path}:{number}: 'round' must be an integer")
         return {r["id"]: r["round"] for r in rows if r["round"] <= up_to_round}
 
+    def write_rows(self, path: Path, rows: Iterable[dict]) -> None:
+        """A JSONL file of the run (atomically; only by the writing process)."""
+        if self.writer:
+            write_jsonl(path, rows)
+
     def write_labeled(self, labeled: dict[str, int]) -> None:
-        write_jsonl(self.labeled_path, ({"id": i, "round": k} for i, k in labeled.items()))
+        self.write_rows(self.labeled_path, ({"id": i, "round": k} for i, k in labeled.items()))
 
     def write_metrics(self, rows: list[dict]) -> None:
-        write_jsonl(self.metrics_path, rows)
+        self.write_rows(self.metrics_path, rows)
 
     def save_adapter(self, model, k: int) -> None:
-        save_adapter_to(model, self.round_dir(k) / "adapter")
+        if self.writer:
+            save_adapter_to(model, self.round_dir(k) / "adapter")

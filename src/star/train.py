@@ -1,4 +1,9 @@
-"""One round of LoRA training ("constraint LoRA", method.md §3)."""
+"""One round of LoRA training ("constraint LoRA", method.md §3), in one process or data-parallel.
+
+Under several processes every batch is split between them and DDP (prepared by accelerate)
+all-reduces the gradients; each process's loss is its share of the batch's summed token loss
+over the whole batch's token count, so a step equals the one-process step.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from star import distributed
 from star.config import TrainConfig
-from star.data import Encoded, collate, length_grouped_batches
+from star.data import IGNORE, Batch, Encoded, collate, length_grouped_batches
 from star.scoring import answer_hidden, causal_lm
 from star.state import crash_point
 
@@ -28,25 +34,44 @@ def optimizer_groups(model, b_decay: float) -> list[dict]:
     return [{"params": b, "weight_decay": b_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def answer_loss(model, batch) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens; the vocabulary projection runs only there."""
-    hidden, targets, _ = answer_hidden(model, batch)  # (N, H), (N,)
-    logits = causal_lm(model).get_output_embeddings()(hidden)  # (N, V)
-    return F.cross_entropy(logits.float(), targets)
+class AnswerLoss(torch.nn.Module):
+    """Summed cross-entropy over answer tokens; the vocabulary projection runs only there.
+
+    A module, so that DDP wraps the whole loss computation (the forward goes through the
+    decoder directly, past the PEFT model's own forward).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
+        hidden, targets, _ = answer_hidden(self.model, Batch(input_ids, attention_mask, labels))
+        logits = causal_lm(self.model).get_output_embeddings()(hidden)  # (N, V)
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def answer_loss(model, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over the batch's answer tokens."""
+    n_tokens = (batch.labels[:, 1:] != IGNORE).sum()
+    return AnswerLoss(model)(batch.input_ids, batch.attention_mask, batch.labels) / n_tokens
 
 
 def train_adapter(
     model, items: list[Encoded], pad_id: int, config: TrainConfig, seed: int
 ) -> float:
-    """Train the attached adapter on `items`; returns the mean loss of the last epoch.
+    """Train the attached adapter on `items`; returns the mean token loss of the last epoch.
 
     The linear schedule is sized from the training set (the authors sized it from the test
     set, so the rate reached zero early in later rounds).
     """
     on = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the same batches on every process
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, config.b_decay), lr=config.lr)
+    acc = distributed.accelerator()
+    loss_of, optimizer = acc.prepare(
+        AnswerLoss(model), torch.optim.AdamW(optimizer_groups(model, config.b_decay), lr=config.lr)
+    )
     schedule = get_linear_schedule_with_warmup(optimizer, 0, config.epochs * steps_per_epoch)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
@@ -54,23 +79,34 @@ def train_adapter(
         total=config.epochs * steps_per_epoch,
         desc="training",
         unit="step",
-        disable=None,
+        disable=None if distributed.is_main() else True,
         leave=False,
     )
     for _ in range(config.epochs):
-        losses = []
+        total, tokens = 0.0, 0
         for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
-            loss = answer_loss(model, collate([items[i] for i in index], pad_id).to(on))
-            loss.backward()
+            n_tokens = sum(len(items[i].target_ids) for i in index)  # the whole batch's
+            mine = distributed.share(index) if distributed.world_size() > 1 else index
+            weight = distributed.world_size() / n_tokens if mine else 0.0
+            batch = collate([items[i] for i in mine or index[:1]], pad_id).to(on)
+            loss = loss_of(batch.input_ids, batch.attention_mask, batch.labels) * weight
+            acc.backward(loss)
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                acc.clip_grad_norm_(trainable, config.grad_clip)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             crash_point("train step")
-            losses.append(loss.item())
+            total += _summed(loss.detach() / weight if mine else loss.detach())
+            tokens += n_tokens
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{total / tokens:.3f}")
     bar.close()
+    acc.free_memory()  # drop accelerate's references to this round's model and optimiser
     model.eval()
-    return sum(losses) / len(losses)
+    return total / tokens
+
+
+def _summed(value: torch.Tensor) -> float:
+    """A per-process value summed over the processes."""
+    return distributed.accelerator().reduce(value, "sum").item()
