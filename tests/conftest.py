@@ -10,6 +10,11 @@ import pytest
 os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
 
 
+def flags(**options) -> list[str]:
+    """Command-line flags from keywords: flags(init_size=4) == ["--init-size", "4"]."""
+    return [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the seeded tiny Llama with the SmolLM2 tokenizer, fp32."""

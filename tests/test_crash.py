@@ -10,34 +10,22 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import flags
 
-ARGS = [
-    "--task",
-    "obqa",
-    "--strategy",
-    "star",
-    "--model",
-    "tiny-random",
-    "--init-size",
-    "6",
-    "--query-size",
-    "6",
-    "--rounds",
-    "3",
-    "--pool-size",
-    "40",
-    "--eval-size",
-    "8",
-    "--lora-r",
-    "4",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--batch-tokens",
-    "256",
-    "-q",
-]
+ARGS = flags(
+    task="obqa",
+    strategy="star",
+    model="tiny-random",
+    init_size=6,
+    query_size=6,
+    rounds=3,
+    pool_size=40,
+    eval_size=8,
+    lora_r=4,
+    epochs=1,
+    batch_size=4,
+    batch_tokens=256,
+) + ["-q"]
 
 
 def star_run(out: Path, env: dict | None = None) -> subprocess.Popen:

@@ -13,36 +13,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import flags
 
 from star.cli import main
 
-RUN = [
-    "run",
-    "--task",
-    "obqa",
-    "--model",
-    "tiny-random",
-    "--strategy",
-    "pe-dynamic",
-    "--init-size",
-    "4",
-    "--query-size",
-    "4",
-    "--rounds",
-    "3",
-    "--pool-size",
-    "24",
-    "--eval-size",
-    "10",
-    "--lora-r",
-    "4",
-    "--lora-dropout",
-    "0",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "3",
-]
+RUN = ["run"] + flags(
+    task="obqa",
+    model="tiny-random",
+    strategy="pe-dynamic",
+    init_size=4,
+    query_size=4,
+    rounds=3,
+    pool_size=24,
+    eval_size=10,
+    lora_r=4,
+    lora_dropout=0,
+    epochs=1,
+    batch_size=3,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,34 +10,24 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import flags
 
 from star.cli import main
 from star.report import RunResult, paired_interval
 
-SWEEP = [
-    "--task",
-    "obqa",
-    "--model",
-    "tiny-random",
-    "--init-size",
-    "4",
-    "--query-size",
-    "4",
-    "--rounds",
-    "2",
-    "--pool-size",
-    "24",
-    "--eval-size",
-    "8",
-    "--lora-r",
-    "4",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--seeds",
-    "0,1",
-]
+SWEEP = flags(
+    task="obqa",
+    model="tiny-random",
+    init_size=4,
+    query_size=4,
+    rounds=2,
+    pool_size=24,
+    eval_size=8,
+    lora_r=4,
+    epochs=1,
+    batch_size=4,
+    seeds="0,1",
+)
 
 
 def test_aulc_is_the_mean_accuracy_along_the_curve():

@@ -1,0 +1,22 @@
+#!/bin/bash
+# Rebuild docs/results/ from the runs behind docs/results.md (the sweep commands are listed
+# there). Reports keep summary.md, runs.csv and the PNG figures; the SVG copies are dropped to
+# keep the repository small.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAR=${STAR:-.venv/bin/star}
+OUT=docs/results
+report() {  # report NAME [star report options...] RUNS...
+  local name=$1; shift
+  rm -rf "$OUT/$name"
+  "$STAR" report "$@" --out "$OUT/$name" > /dev/null
+  rm -f "$OUT/$name"/*.svg
+  sed -i "s#$PWD/##g" "$OUT/$name/summary.md" "$OUT/$name/runs.csv"
+}
+report mix runs/sweep-mix
+report mix-round0 --rounds 1 runs/sweep-mix
+report paper-obqa runs/paper-obqa
+report paper-obqa-round0 --rounds 1 runs/paper-obqa
+report paper-boolq runs/paper-boolq
+report paper-boolq-round0 --rounds 1 runs/paper-boolq
+for r in "$OUT"/*-round0; do rm -f "$r"/*.png; done  # one point per curve: the tables say it
