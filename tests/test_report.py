@@ -34,6 +34,7 @@ def test_aulc_is_the_mean_accuracy_along_the_curve():
     run = RunResult(Path("."), "pe", 0, [10, 20, 40], [0.2, 0.4, 0.4], [0, 0, 0])
     assert run.aulc() == pytest.approx((10 * 0.3 + 20 * 0.4) / 30)
     assert RunResult(Path("."), "pe", 0, [8], [0.5], [0]).aulc() == 0.5
+    assert run.aulc(rounds=2) == pytest.approx(0.3)  # a table cut to the rounds all runs have
 
 
 def test_paired_interval_brackets_the_mean_and_is_a_point_for_one_seed():

@@ -41,10 +41,11 @@ class RunResult:
     seconds: float = 0.0  # wall time of the finished rounds
     settings: dict[str, object] = field(default_factory=dict)  # flattened config, no seed
 
-    def aulc(self) -> float:
-        """Area under accuracy vs labelled examples, divided by the x-range: the mean accuracy
-        along the curve (trapezoids; the one point itself for a single round)."""
-        x, y = self.n_labeled, self.accuracy
+    def aulc(self, rounds: int | None = None) -> float:
+        """Area under accuracy vs labelled examples over the first `rounds` rounds (all if
+        None), divided by the x-range: the mean accuracy along the curve (trapezoids; the one
+        point itself for a single round)."""
+        x, y = self.n_labeled[:rounds], self.accuracy[:rounds]
         if len(x) == 1 or x[-1] == x[0]:
             return y[-1]
         area = sum((x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2 for i in range(len(x) - 1))
@@ -160,7 +161,7 @@ def summary_table(groups: dict[str, list[RunResult]]) -> str:
     ]
     for name, group in groups.items():
         cells = [_pm(mean_std([r.accuracy[k] for r in group])) for k in range(rounds)]
-        aulc = _pm(mean_std([r.aulc() for r in group]))
+        aulc = _pm(mean_std([r.aulc(rounds) for r in group]))
         ece = _pm(mean_std([r.ece[rounds - 1] for r in group]))
         minutes = sum(r.seconds for r in group) / len(group) / 60
         lines.append(
@@ -202,8 +203,8 @@ def paired_table(groups: dict[str, list[RunResult]]) -> str:
         pairs = [(r, base[r.seed]) for r in group if r.seed in base]
         if name == baselines[0] or not pairs:
             continue
-        k = min(len(r.accuracy) for r, _ in pairs) - 1
-        cells = [_ci([r.aulc() - b.aulc() for r, b in pairs])] + [
+        k = min(min(len(r.accuracy), len(b.accuracy)) for r, b in pairs) - 1
+        cells = [_ci([r.aulc(k + 1) - b.aulc(k + 1) for r, b in pairs])] + [
             _ci([getattr(r, m)[k] - getattr(b, m)[k] for r, b in pairs])
             for m in ("accuracy", "ece", "nll", "brier")
         ]
