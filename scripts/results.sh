@@ -13,12 +13,12 @@ report() {  # report NAME [star report options...] RUNS...
   rm -f "$OUT/$name"/*.svg
   sed -i "s#$PWD/##g" "$OUT/$name/summary.md" "$OUT/$name/runs.csv"
 }
-report mix runs/sweep-mix runs/ablation-mix-no-mc
-report mix-round0 --rounds 1 runs/sweep-mix runs/ablation-mix-no-mc
+report mix runs/sweep-mix
+report mix-round0 --rounds 1 runs/sweep-mix
 report paper-obqa runs/paper-obqa
 report paper-obqa-round0 --rounds 1 runs/paper-obqa
 report paper-boolq runs/paper-boolq
 report paper-boolq-round0 --rounds 1 runs/paper-boolq
-for r in "$OUT"/*-round0; do rm -f "$r"/*.png; done  # one point per curve: the tables say it
+report zero-shot runs/zero-shot
+for r in "$OUT"/*-round0 "$OUT"/zero-shot; do rm -f "$r"/*.png; done  # one point per curve: the tables say it
 .venv/bin/python scripts/mix_breakdown.py runs/sweep-mix > "$OUT/mix/by_kind.md"
-.venv/bin/python scripts/mix_breakdown.py runs/ablation-mix-no-mc > "$OUT/mix/by_kind_no_mc.md"
