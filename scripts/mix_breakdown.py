@@ -49,7 +49,10 @@ def main(roots: list[Path]) -> None:
             kind = kind_of(row["id"], table)
             total[strategy][kind] += 1
             right[strategy][kind] += row["correct"]
-    print("Each cell: examples of that kind labelled (summed over the runs) / last-round accuracy on it.\n")
+    print(
+        "Each cell: examples of that kind labelled (summed over the runs) / "
+        "last-round accuracy on it.\n"
+    )
     print("| strategy | runs | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
     for s in sorted(runs):
