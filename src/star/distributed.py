@@ -75,7 +75,3 @@ def from_main(value: T) -> T:
     box = [value]
     broadcast_object_list(box, from_process=0)
     return box[0]
-
-
-def wait_for_everyone() -> None:
-    state().wait_for_everyone()

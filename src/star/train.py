@@ -86,7 +86,7 @@ def train_adapter(
         total, tokens = 0.0, 0
         for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
             n_tokens = sum(len(items[i].target_ids) for i in index)  # the whole batch's
-            mine = distributed.share(index) if distributed.world_size() > 1 else index
+            mine = distributed.share(index)  # all of it in one process
             weight = distributed.world_size() / n_tokens if mine else 0.0
             batch = collate([items[i] for i in mine or index[:1]], pad_id).to(on)
             loss = loss_of(batch.input_ids, batch.attention_mask, batch.labels) * weight
