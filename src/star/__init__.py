@@ -6,4 +6,4 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-__version__ = "0.2.0"  # 0.2: inference.batch_tokens (was score_batch_tokens), projects
+__version__ = "0.3.0"  # 0.3: task files, text-classification tasks, eval_mode; 0.2: projects

@@ -19,6 +19,9 @@ Re-running on an existing --out resumes after its last finished round; without -
 saved config is the base, so `star run --out DIR` alone resumes DIR."""
 
 
+FIELD_NAMES = ("id", "prompt", "answer", "choices")  # columns of a user's file
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line, not a usage block."""
 
@@ -26,8 +29,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     for option in cfg.options():
+        if not option.cli or option.path in skip:
+            continue
         help = option.help
         if option.choices:
             help += f" ({'|'.join(option.choices)})"
@@ -92,11 +97,11 @@ def _add_project_commands(sub) -> None:
     init.add_argument("--pool", type=Path, required=True, help="unlabelled items, .jsonl or .csv")
     init.add_argument("--seed-labels", type=Path, help="already labelled items (need an answer)")
     init.add_argument("--eval", type=Path, help="evaluation items with answers")
-    for name in ("id", "prompt", "answer", "choices"):
+    for name in FIELD_NAMES:
         init.add_argument(f"--{name}-field", default=name, help=f"column of the {name}")
     init.add_argument("--max-new-tokens", type=int, default=64, help="answer length to generate")
     init.add_argument("--config", type=Path, help="YAML file of run options")
-    _add_config_options(init)
+    _add_config_options(init, skip=tuple(f"data.{n}_field" for n in FIELD_NAMES))
 
     nxt = sub.add_parser("next", help="select the next items to label and write them to a file")
     nxt.add_argument("dir", type=Path)
@@ -403,10 +408,18 @@ def _strategies(_: argparse.Namespace) -> int:
 
 
 def _tasks(_: argparse.Namespace) -> int:
-    from star.tasks import TASKS
+    from star.tasks import TASKS, load_split
 
     for t in TASKS.values():
-        print(f"{t.name:<8} {t.description}")
+        sizes = f"{len(load_split(t.name, 'train'))} train / {len(load_split(t.name, 'test'))} test"
+        if t.labels:
+            shown = ", ".join(t.labels[:8]) + (", …" if len(t.labels) > 8 else "")
+            labels = f"{len(t.labels)} labels: {shown}"
+        else:
+            labels = "free answers"
+        print(f"{t.name:<10} {sizes:<22} eval {t.eval_mode:<8} {labels}")
+        print(f"{'':<10} {t.description}")
+    print("or any labelled .jsonl/.csv file: star run --task FILE [--test FILE] (see --help)")
     return 0
 
 

@@ -19,8 +19,17 @@ from star import __version__
 from star.errors import ConfigError
 
 
-def _opt(default: Any, help: str, flag: str | None = None, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+def _opt(
+    default: Any,
+    help: str,
+    flag: str | None = None,
+    choices: tuple | None = None,
+    cli: bool = True,
+) -> Any:
+    """A config field; cli=False: resolved by star and saved, never given on the command line."""
+    return field(
+        default=default, metadata={"help": help, "flag": flag, "choices": choices, "cli": cli}
+    )
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,36 @@ class DataConfig:
         None, "unlabelled pool: this many train rows (seeded); all if unset"
     )
     eval_size: int | None = _opt(None, "evaluation rows from the test split (fixed); all if unset")
+    test: str | None = _opt(
+        None,
+        "task file only: a labelled file of evaluation rows (same columns, no text in common "
+        "with the task file); unset: a held-out split of the task file (--holdout)",
+        flag="test",
+    )
+    holdout: float = _opt(
+        0.2,
+        "task file without --test: this fraction of its distinct texts (seeded, the same for "
+        "every run seed) is the evaluation split, never in the pool",
+    )
+    id_field: str | None = _opt(None, "task file: column of the example id (unset: id)")
+    prompt_field: str | None = _opt(None, "task file: column of the text (unset: prompt)")
+    answer_field: str | None = _opt(None, "task file: column of the label (unset: answer)")
+    choices_field: str | None = _opt(
+        None, "task file: column of a row's own options, a list (unset: choices)"
+    )
+    labels: tuple[str, ...] = _opt(
+        (),
+        "task file: the closed label set, comma-separated; unset: detected (at most 100 "
+        "distinct answers, and at most a third as many as rows), else free answers",
+    )
+    template: str | None = _opt(
+        None,
+        "prompt template: {prompt} is the row's text, {labels} the label set; unset: the "
+        "task's own (task files: '{prompt}\\nAnswer with one of: {labels}.\\nAnswer:' up to 20 "
+        "labels, '{prompt}\\nAnswer:' otherwise)",
+    )
+    task_sha256: str | None = _opt(None, "checksum of the task file", cli=False)
+    test_sha256: str | None = _opt(None, "checksum of the --test file", cli=False)
     max_prompt_tokens: int = _opt(128, "prompts are cut to this many tokens, keeping the end")
     max_target_tokens: int = _opt(256, "answers are cut to this many tokens")
 
@@ -52,6 +91,17 @@ class LoopConfig:
     init_size: int = _opt(500, "round 0: this many random pool examples are labelled")
     query_size: int = _opt(500, "examples labelled after each round but the last")
     rounds: int = _opt(10, "trained rounds (the paper: 10)")
+    schedule: tuple[int, ...] = _opt(
+        (),
+        "labelled-set size of every round, comma-separated and increasing (e.g. 64,128,256); "
+        "replaces init_size, query_size and rounds",
+    )
+
+    def sizes(self) -> list[int]:
+        """Labelled examples trained on in each round."""
+        if self.schedule:
+            return [int(n) for n in self.schedule]
+        return [self.init_size + self.query_size * k for k in range(self.rounds)]
 
 
 @dataclass(frozen=True)
@@ -89,8 +139,13 @@ class UncertaintyConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = _opt(1.5e-4, "AdamW peak learning rate, linear decay to 0, no warm-up")
-    epochs: int = _opt(3, "epochs over the labelled set each round")
+    lr: float = _opt(1.5e-4, "AdamW peak learning rate, linear decay to 0")
+    warmup: float = _opt(
+        0.0, "fraction of the steps over which the rate rises linearly from 0 (paper: 0)"
+    )
+    epochs: int = _opt(
+        3, "epochs over the labelled set each round (0: no training, i.e. zero-shot evaluation)"
+    )
     batch_size: int = _opt(8, "training examples per optimiser step")
     grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
     b_decay: float | None = _opt(
@@ -109,11 +164,22 @@ class InferenceConfig:
         "8192 on GPUs. Scores do not depend on it",
     )
     eval_batch_size: int = _opt(32, "prompts generated together during evaluation")
+    eval_mode: str | None = _opt(
+        None,
+        "evaluation: 'options' scores p(label | prompt) for every label (or the row's choices), "
+        "renormalised; 'generate' generates greedily and extracts the answer; unset: options "
+        "for tasks with a closed label set, generate otherwise",
+        choices=("options", "generate"),
+    )
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    task: str = _opt("gsm8k", "task: gsm8k, boolq, obqa or mix (see `star tasks`)")
+    task: str = _opt(
+        "gsm8k",
+        "a built-in task (gsm8k, boolq, obqa, mix, trec, ag_news, sst2, banking77; see `star "
+        "tasks`) or a labelled .jsonl/.csv file",
+    )
     strategy: str = _opt("random", "query strategy (see `star strategies`)")
     seed: int = _opt(0, "seed for the initial sample, the pool and training")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,10 +195,19 @@ class RunConfig:
         from star.strategies import STRATEGIES
         from star.tasks import TASKS
 
-        _check_choice("task", self.task, tuple(TASKS))
+        if self.task not in TASKS and not self.task.lower().endswith((".jsonl", ".csv")):
+            raise ConfigError(
+                f"unknown task {self.task!r}; choose from: {', '.join(TASKS)}, or give a "
+                "labelled .jsonl/.csv file"
+            )
         _check_choice("strategy", self.strategy, tuple(STRATEGIES))
+        if not 0 <= self.train.warmup < 1:
+            raise ConfigError(f"train.warmup must be in [0, 1), got {self.train.warmup}")
+        self._resolve_schedule()
+        if not 0 < self.data.holdout < 1:
+            raise ConfigError(f"data.holdout must be in (0, 1), got {self.data.holdout}")
         for o in options():
-            if o.choices:
+            if o.choices and get_path(self, o.path) is not None:
                 _check_choice(o.path, get_path(self, o.path), o.choices)
         self._resolve_strategy_defaults(STRATEGIES[self.strategy].defaults)
         for name, value in flat_items(self):
@@ -141,7 +216,6 @@ class RunConfig:
         for name in (
             "loop.rounds",
             "loop.init_size",
-            "train.epochs",
             "train.batch_size",
             "lora.r",
             "inference.batch_tokens",
@@ -163,6 +237,28 @@ class RunConfig:
             )
         if self.strategy == "bald" and self.uncertainty.mc_passes < 2:
             raise ConfigError("strategy bald needs uncertainty.mc_passes of at least 2")
+
+    def _resolve_schedule(self) -> None:
+        """A schedule sets init_size, query_size (its first step) and rounds, so that every
+        reader of the loop settings agrees; query sizes then come from `sizes()`."""
+        sizes = self.loop.schedule
+        if not sizes:
+            return
+        try:
+            numbers = [int(n) for n in sizes]
+        except ValueError:
+            raise ConfigError(f"loop.schedule must be whole numbers, got {list(sizes)}") from None
+        if numbers[0] < 1 or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise ConfigError(f"loop.schedule must be positive and increasing, got {numbers}")
+        step = numbers[1] - numbers[0] if len(numbers) > 1 else 0
+        loop = dataclasses.replace(
+            self.loop,
+            schedule=tuple(str(n) for n in numbers),
+            init_size=numbers[0],
+            query_size=step,
+            rounds=len(numbers),
+        )
+        object.__setattr__(self, "loop", loop)  # frozen: set once, here
 
     def _resolve_strategy_defaults(self, defaults: Mapping[str, Any]) -> None:
         """Options left unset take the strategy's default, so the saved config is explicit."""
@@ -201,6 +297,7 @@ class Option:
     help: str
     default: Any
     choices: tuple | None
+    cli: bool = True  # False: resolved by star, not a command-line option
 
 
 def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
@@ -222,6 +319,7 @@ def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
             f.metadata["help"],
             default,
             f.metadata.get("choices"),
+            f.metadata.get("cli", True),
         )
 
 

@@ -22,6 +22,7 @@ class Example:
     prompt: str
     target: str  # the text a labeller gives and training teaches
     answer: str  # the gold answer as the task's extractor normalises it
+    choices: tuple[str, ...] | None = None  # this row's own label set (multiple choice)
 
 
 def raw_rows(path: Path) -> Iterator[tuple[int, dict]]:

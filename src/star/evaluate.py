@@ -1,6 +1,9 @@
 """Predictions and confidences on the evaluation split (method.md §6).
 
-Accuracy: greedy generation, answer extraction. Confidence, read off the same generation:
+Two modes. `options` (closed label sets): p(label | prompt) of every label (or of the row's own
+choices) from teacher-forced passes that read each prompt once, renormalised over the labels;
+the prediction is the most probable label and the confidence its probability.
+`generate`: greedy generation, answer extraction. Confidence, read off the same generation:
 - closed label sets (BoolQ, OBQA): the probability of the predicted label renormalised over the
   label set, at the step that generated it, in the same spelling (" B", "B", "True", …);
 - free answers (GSM8K): the probability of the extracted final-answer tokens (their product).
@@ -11,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
-from star.data import Encoded, Example
-from star.generate import Generated, generate
+from star.data import IGNORE, Encoded, Example, collate, token_budget_batches
+from star.generate import Generated, generate, prefill
 from star.metrics import accuracy, expected_calibration_error
-from star.scoring import score
-from star.tasks import TaskSpec
+from star.scoring import causal_lm
+from star.tasks import TaskSpec, label_locator
 
 # Spellings a label may take in generated text; a spelling counts only if every label is
 # one token in it, so the renormalisation compares like with like.
@@ -68,8 +72,10 @@ def label_confidence(spec: TaskSpec, table: LabelTokens, gen: Generated) -> floa
     return probs[spec.labels.index(found.answer)].item()
 
 
-def answer_confidence(spec: TaskSpec, gen: Generated) -> float:
-    found = spec.locate(gen.text)
+def answer_confidence(
+    spec: TaskSpec, gen: Generated, choices: tuple[str, ...] | None = None
+) -> float:
+    found = (label_locator(choices) if choices else spec.locate)(gen.text)
     if found is None:
         return 0.0
     steps = gen.tokens_at(found.start, found.end)
@@ -108,8 +114,11 @@ def evaluate(
     )
     predictions = []
     for example, gen in zip(examples, outputs, strict=True):
-        predicted, correct = spec.grade(gen.text, example.answer)
-        confidence = label_confidence(spec, table, gen) if table else answer_confidence(spec, gen)
+        predicted, correct = spec.grade(gen.text, example.answer, example.choices)
+        if table and not example.choices:
+            confidence = label_confidence(spec, table, gen)
+        else:
+            confidence = answer_confidence(spec, gen, example.choices)
         predictions.append(
             Prediction(example.id, gen.text, predicted, correct, example.answer, confidence)
         )
@@ -122,18 +131,134 @@ def summarise(predictions: list[Prediction]) -> dict[str, float]:
     return {"accuracy": accuracy(correct), "ece": expected_calibration_error(confidence, correct)}
 
 
-@torch.inference_mode()
 def option_probabilities(
     model, prompts: list[Encoded], options: list[list[list[int]]], pad_id: int, batch_tokens: int
 ) -> list[torch.Tensor]:
-    """For multiple choice: p(option | prompt) renormalised over each item's options, from one
-    teacher-forced pass over every (prompt, option) pair; no generation.
+    """p(option | prompt) renormalised over each item's options; per item (n_options_i,)."""
+    logp = option_logprobs(model, prompts, options, pad_id, batch_tokens)
+    return [torch.softmax(part, -1) for part in logp]
 
-    options[i]: the token ids of item i's options. returns: per item, (n_options_i,) probs.
+
+def option_ids(tokenizer, spec: TaskSpec, options: tuple[str, ...]) -> list[list[int]]:
+    """Token ids of each option as the training target spells it. If one option's tokens are
+    a prefix of another's, every option ends with EOS: the longer one could never win else."""
+    ids = [tokenizer(spec.target(o), add_special_tokens=False)["input_ids"] for o in options]
+    prefix = any(a != b and b[: len(a)] == a for a in ids for b in ids)
+    return [i + [tokenizer.eos_token_id] for i in ids] if prefix else ids
+
+
+def evaluate_options(
+    model, tokenizer, spec: TaskSpec, examples: list[Example], prompts: list[Encoded], budget: int
+) -> list[Prediction]:
+    """Closed-label evaluation by option likelihood (lm-evaluation-harness's multiple choice):
+    the prediction is argmax_o p(o | prompt), the confidence p renormalised over the options."""
+    table = {
+        o: option_ids(tokenizer, spec, o) for o in {e.choices or spec.labels for e in examples}
+    }
+    options = [table[e.choices or spec.labels] for e in examples]
+    logp = option_logprobs(model, prompts, options, tokenizer.pad_token_id, budget)
+    predictions = []
+    for example, scores in zip(examples, logp, strict=True):
+        labels = example.choices or spec.labels
+        probs = torch.softmax(scores, -1)  # (n_options,)
+        best = int(probs.argmax())
+        predicted = labels[best]
+        predictions.append(
+            Prediction(
+                example.id,
+                predicted,
+                predicted,
+                spec.same(predicted, example.answer),
+                example.answer,
+                probs[best].item(),
+            )
+        )
+    return predictions
+
+
+@torch.inference_mode()
+def option_logprobs(
+    model, prompts: list[Encoded], options: list[list[list[int]]], pad_id: int, budget: int
+) -> list[torch.Tensor]:
+    """log p(option | prompt) = Σ_t log p(o_t | prompt, o_<t) for every option of every item,
+    reading each prompt once: prompts are prefilled in length buckets (≤ `budget` tokens), and
+    each option continues from a copy of its prompt's KV cache.
+
+    options[i]: the token ids of item i's options. returns: per item, (n_options_i,) log-probs.
     """
-    pairs = [
-        Encoded(p.prompt_ids, o) for p, opts in zip(prompts, options, strict=True) for o in opts
-    ]
-    loglik = -score(model, pairs, pad_id, batch_tokens, desc="options").pe  # (Σ n_options,)
-    sizes = [len(o) for o in options]
-    return [torch.softmax(part, -1) for part in loglik.split(sizes)]
+    on = next(model.parameters()).device
+    head = causal_lm(model).get_output_embeddings()
+    out = [torch.zeros(len(o)) for o in options]
+    for rows in token_budget_batches([len(p.prompt_ids) for p in prompts], budget):
+        batch = collate([Encoded(prompts[i].prompt_ids, []) for i in rows], pad_id, "left").to(on)
+        positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)  # (b, W)
+        logits, cache = prefill(model, batch.input_ids, batch.attention_mask, positions, budget)
+        first = torch.log_softmax(logits.float(), -1)  # (b, V): predicts each option's 1st token
+        pairs = [(r, k) for r, i in enumerate(rows) for k in range(len(options[i]))]
+        for r, k in pairs:
+            out[rows[r]][k] = first[r, options[rows[r]][k][0]].item()
+        longer = [(r, k) for r, k in pairs if len(options[rows[r]][k]) > 1]
+        width = batch.input_ids.shape[1]
+        longest = max((len(options[rows[r]][k]) for r, k in longer), default=1)
+        per_chunk = max(1, budget // (width + longest))
+        for start in range(0, len(longer), per_chunk):
+            chunk = longer[start : start + per_chunk]
+            follow = _continue(
+                model,
+                head,
+                cache,
+                batch.attention_mask,
+                positions[:, -1],
+                [(r, options[rows[r]][k]) for r, k in chunk],
+                pad_id,
+            )  # (c,)
+            for (r, k), value in zip(chunk, follow.tolist(), strict=True):
+                out[rows[r]][k] += value
+    return out
+
+
+def _continue(
+    model,
+    head,
+    cache,
+    prompt_mask: torch.Tensor,
+    last: torch.Tensor,
+    items: list[tuple[int, list[int]]],
+    pad_id: int,
+) -> torch.Tensor:
+    """Σ log p of each option's tokens after its first, teacher-forced from a copy of its
+    prompt's cache. items: (prompt row, option ids); returns (c,)."""
+    on = prompt_mask.device
+    index = torch.tensor([r for r, _ in items], device=on)  # (c,)
+    length = max(len(o) for _, o in items) - 1
+    inputs = torch.full((len(items), length), pad_id, dtype=torch.long, device=on)  # (c, L-1)
+    targets = torch.full((len(items), length), IGNORE, dtype=torch.long, device=on)  # (c, L-1)
+    for row, (_, o) in enumerate(items):
+        inputs[row, : len(o) - 1] = torch.tensor(o[:-1])
+        targets[row, : len(o) - 1] = torch.tensor(o[1:])
+    real = targets != IGNORE  # (c, L-1)
+    mask = torch.cat([prompt_mask[index], real.long()], 1)  # (c, W + L-1)
+    positions = last[index, None] + 1 + torch.arange(length, device=on)  # (c, L-1)
+    hidden = (
+        causal_lm(model)
+        .get_decoder()(
+            input_ids=inputs,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=select_rows(cache, index),
+            use_cache=True,
+        )
+        .last_hidden_state
+    )  # (c, L-1, H)
+    logp = torch.log_softmax(head(hidden[real]).float(), -1)  # (n, V)
+    token = logp.gather(-1, targets[real][:, None]).squeeze(-1)  # (n,)
+    rows = real.nonzero()[:, 0]  # (n,)
+    return torch.zeros(len(items), device=on).index_add_(0, rows, token).cpu()
+
+
+def select_rows(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
+    """A new cache holding the given rows (repeats allowed) of `cache`, which stays as it is."""
+    copy = DynamicCache()
+    for layer, entry in enumerate(cache.layers):
+        copy.update(entry.keys[index], entry.values[index], layer)
+    return copy

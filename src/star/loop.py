@@ -26,12 +26,12 @@ from star import model as models
 from star.config import RunConfig
 from star.data import Encoded, Example, encode, read_jsonl
 from star.errors import ConfigError
-from star.evaluate import evaluate, summarise
+from star.evaluate import evaluate, evaluate_options, summarise
 from star.generate import generate
 from star.scoring import SequenceScores, score
 from star.state import RunDir
 from star.strategies import STRATEGIES, Signals, select_top_k
-from star.tasks import EVAL_SAMPLE_SEED, TASKS, load_split, sample
+from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.train import train_adapter
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ class Splits:
     eval: list[Example]
 
 
-def load_splits(config: RunConfig) -> Splits:
-    """Pool from the train split (seeded sample), evaluation rows from the test split (fixed)."""
-    train, test = load_split(config.task, "train"), load_split(config.task, "test")
+def load_splits(config: RunConfig, task: Task) -> Splits:
+    """Pool from the train rows (seeded sample), evaluation rows from the test rows (fixed)."""
+    train, test = task.train, task.eval
     for name, size, rows in (
         ("pool_size", config.data.pool_size, train),
         ("eval_size", config.data.eval_size, test),
@@ -60,10 +60,10 @@ def load_splits(config: RunConfig) -> Splits:
         if size is not None and size > len(rows):
             raise ConfigError(f"data.{name} is {size} but {config.task} has {len(rows)} rows")
     pool = sample(train, config.data.pool_size, config.seed)
-    budget = config.loop.init_size + config.loop.query_size * (config.loop.rounds - 1)
+    budget = config.loop.sizes()[-1]
     if budget > len(pool):
         raise ConfigError(
-            f"the labelling budget (init_size + query_size × (rounds − 1) = {budget}) "
+            f"the labelling budget (the last round's labelled set, {budget}) "
             f"exceeds the pool of {len(pool)} examples"
         )
     return Splits(pool, sample(test, config.data.eval_size, EVAL_SAMPLE_SEED))
@@ -79,9 +79,10 @@ class Run:
     """A run in progress: the model and data, loaded once, and its directory."""
 
     def __init__(self, config: RunConfig, out: Path):
+        config, task = resolve(config)  # checks every file before anything is written
         self.config = config
-        self.spec = TASKS[config.task]
-        self.splits = load_splits(config)
+        self.spec = task.spec
+        self.splits = load_splits(config, task)
         self.base, self.tokenizer = models.load(config.model)
         self.pad_id = self.tokenizer.pad_token_id
         self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, models.device())
@@ -141,15 +142,7 @@ class Run:
             clock = time.perf_counter()
             predictions = distributed.map_shards(
                 list(zip(self.splits.eval, self.eval_prompts, strict=True)),
-                lambda part: evaluate(
-                    model,
-                    self.tokenizer,
-                    self.spec,
-                    [e for e, _ in part],
-                    [x for _, x in part],
-                    self.config.inference.eval_batch_size,
-                    self.batch_tokens,
-                ),
+                lambda part: self.evaluate(model, [e for e, _ in part], [x for _, x in part]),
                 distributed.concat,
             )
             self.dir.write_rows(
@@ -171,6 +164,21 @@ class Run:
             "seconds": round(sum(seconds.values()), 2),
             "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
         }
+
+    def evaluate(self, model, examples: list[Example], prompts: list[Encoded]) -> list:
+        if self.config.inference.eval_mode == "options":
+            return evaluate_options(
+                model, self.tokenizer, self.spec, examples, prompts, self.batch_tokens
+            )
+        return evaluate(
+            model,
+            self.tokenizer,
+            self.spec,
+            examples,
+            prompts,
+            self.config.inference.eval_batch_size,
+            self.batch_tokens,
+        )
 
     def targets(self, model, examples: list[Example]) -> list[Encoded]:
         """What uncertainty is measured on: gold answers, or the model's own greedy answers."""
@@ -254,8 +262,10 @@ class Run:
             star_measure=u.star_measure,
         )
         scores = STRATEGIES[self.config.strategy].score(signals)  # (n,)
-        chosen = select_top_k([e.id for e in candidates], scores, self.config.loop.query_size)
-        if len(chosen) < self.config.loop.query_size:
+        sizes = self.config.loop.sizes()
+        want = sizes[k + 1] - sizes[k]
+        chosen = select_top_k([e.id for e in candidates], scores, want)
+        if len(chosen) < want:
             log.warning("only %d unlabelled examples were left to select", len(chosen))
         self.dir.write_rows(
             self.dir.round_dir(k) / "selected.jsonl",

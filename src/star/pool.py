@@ -6,7 +6,7 @@ raised before anything is written, so a bad file never changes a project.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from star.data import raw_rows
@@ -31,6 +31,7 @@ class Item:
     prompt: str
     answer: str | None  # a label, if the file has one
     choices: tuple[str, ...] | None  # the allowed labels of a multiple-choice item
+    line: int = field(default=0, compare=False)  # where it was read (1-based), for messages
 
     def to_row(self) -> dict:
         row: dict = {"id": self.id, "prompt": self.prompt}
@@ -41,15 +42,23 @@ class Item:
         return row
 
 
-def _text(path: Path, number: int, row: dict, key: str, required: bool) -> str | None:
+def _text(
+    path: Path, number: int, row: dict, key: str, required: bool, strip: bool = True
+) -> str | None:
     value = row.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise BadInputError(f"{path}:{number}: missing or empty field {key!r}")
-        return None
+        if not required:
+            return None
+        if key not in row:  # say what the row has: usually a column named otherwise
+            found = ", ".join(repr(k) for k in row) or "none"
+            raise BadInputError(
+                f"{path}:{number}: no field {key!r} (this row has {found}; name the column "
+                "with the matching --*-field option)"
+            )
+        raise BadInputError(f"{path}:{number}: missing or empty field {key!r}")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise BadInputError(f"{path}:{number}: field {key!r} must be text")
-    return str(value).strip() if key != "prompt" else str(value)
+    return str(value).strip() if strip else str(value)
 
 
 def _choices(path: Path, number: int, row: dict, key: str) -> tuple[str, ...] | None:
@@ -66,13 +75,21 @@ def _choices(path: Path, number: int, row: dict, key: str) -> tuple[str, ...] | 
     return choices
 
 
-def read_items(path: Path, fields: Fields, need_answer: bool = False) -> list[Item]:
-    """Validated items of one file; ids unique within it, answers among the choices."""
+def read_items(
+    path: Path, fields: Fields, need_answer: bool = False, row_ids: str | None = None
+) -> list[Item]:
+    """Validated items of one file; ids unique within it, answers among the choices.
+
+    row_ids: ids are this prefix and the 0-based row number (files without an id column).
+    """
     items: list[Item] = []
     seen: dict[str, int] = {}
     for number, row in raw_rows(path):
-        id_ = _text(path, number, row, fields.id, required=True)
-        prompt = _text(path, number, row, fields.prompt, required=True)
+        if row_ids is not None:
+            id_: str | None = f"{row_ids}{len(items):05d}"
+        else:
+            id_ = _text(path, number, row, fields.id, required=True)
+        prompt = _text(path, number, row, fields.prompt, required=True, strip=False)
         answer = _text(path, number, row, fields.answer, required=need_answer)
         choices = _choices(path, number, row, fields.choices)
         assert id_ is not None and prompt is not None
@@ -85,7 +102,7 @@ def read_items(path: Path, fields: Fields, need_answer: bool = False) -> list[It
                 f"{path}:{number}: answer {answer!r} is not one of the choices {list(choices)}"
             )
         seen[id_] = number
-        items.append(Item(id_, prompt, answer, choices))
+        items.append(Item(id_, prompt, answer, choices, number))
     if not items:
         raise BadInputError(f"{path}: no rows (an empty file)")
     return items

@@ -60,7 +60,8 @@ def answer_loss(model, batch: Batch) -> torch.Tensor:
 def train_adapter(
     model, items: list[Encoded], pad_id: int, config: TrainConfig, seed: int
 ) -> float:
-    """Train the attached adapter on `items`; returns the mean token loss of the last epoch.
+    """Train the attached adapter on `items`; returns the mean token loss of the last epoch
+    (nan with 0 epochs: the adapter stays untrained, which evaluates the base model zero-shot).
 
     The linear schedule is sized from the training set (the authors sized it from the test
     set, so the rate reached zero early in later rounds).
@@ -72,11 +73,13 @@ def train_adapter(
     loss_of, optimizer = acc.prepare(
         AnswerLoss(model), torch.optim.AdamW(optimizer_groups(model, config.b_decay), lr=config.lr)
     )
-    schedule = get_linear_schedule_with_warmup(optimizer, 0, config.epochs * steps_per_epoch)
+    steps = config.epochs * steps_per_epoch
+    schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup * steps), steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
+    total, tokens = math.nan, 1
     bar = tqdm(
-        total=config.epochs * steps_per_epoch,
+        total=steps,
         desc="training",
         unit="step",
         disable=None if distributed.is_main() else True,
