@@ -60,11 +60,17 @@ def test_build_applies_dotted_overrides_and_round_trips():
     "overrides,message",
     [
         ({"task": "mnist"}, "unknown task 'mnist'; choose from: gsm8k, boolq, obqa"),
+        ({"task": "notes.txt"}, "or give a labelled .jsonl/.csv file"),
         ({"strategy": "magic"}, "unknown strategy 'magic'"),
         ({"loop.rounds": 0}, "loop.rounds must be at least 1"),
         ({"train.lr": -1.0}, "train.lr must not be negative"),
         ({"lora.dropout": 1.0}, r"lora.dropout must be in \[0, 1\)"),
         ({"model.dtype": "int8"}, "unknown model.dtype 'int8'"),
+        ({"loop.schedule": "64,32"}, r"loop.schedule must be positive and increasing"),
+        ({"loop.schedule": "64,x"}, "loop.schedule must be a comma-separated list of int"),
+        ({"train.warmup": 1.0}, r"train.warmup must be in \[0, 1\)"),
+        ({"data.holdout": 0.0}, r"data.holdout must be in \(0, 1\)"),
+        ({"inference.eval_mode": "vibes"}, "unknown inference.eval_mode 'vibes'"),
     ],
 )
 def test_invalid_values_name_the_field(overrides, message):
@@ -79,6 +85,21 @@ def test_unknown_and_mistyped_keys_are_errors():
         cfg.from_dict({"loop": {"rounds": "three"}}, "f.yaml")
     with pytest.raises(ConfigError, match="loop.rounds must be int, got 2.5"):
         cfg.from_dict({"loop": {"rounds": 2.5}}, "f.yaml")
+
+
+def test_a_schedule_sets_the_round_sizes():
+    c = cfg.build({"loop.schedule": "64,128,256", "loop.rounds": 9})
+    assert c.loop.sizes() == [64, 128, 256]
+    assert (c.loop.init_size, c.loop.query_size, c.loop.rounds) == (64, 64, 3)
+    assert cfg.build(
+        {"loop.init_size": 8, "loop.query_size": 4, "loop.rounds": 3}
+    ).loop.sizes() == [
+        8,
+        12,
+        16,
+    ]
+    saved = cfg.from_dict(yaml.safe_load(yaml.safe_dump(c.to_dict())), "x")
+    assert saved == c and saved.to_dict()["loop"]["schedule"] == [64, 128, 256]
 
 
 def test_differences_lists_dotted_keys():
@@ -147,12 +168,16 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 )
 def test_shipped_configs_are_valid(path):
     from star.state import read_tree
+    from star.tasks import TASKS, resolve
 
     config = cfg.build({}, read_tree(path))
+    resolved, _ = resolve(config)  # the task, its template and evaluation mode all check out
+    if config.task in ("gsm8k", "boolq", "obqa"):  # the paper's tasks: evaluated as the authors
+        assert resolved.inference.eval_mode == "generate"
     if path.parent.name == "paper":  # the paper's budget; the user supplies the 7B model
         assert (config.loop.init_size, config.loop.query_size, config.lora.r) == (500, 500, 64)
     else:
-        assert config.model.name == "smollm2-135m" and config.task in ("obqa", "boolq", "mix")
+        assert config.model.name == "smollm2-135m" and config.task in TASKS
     if path.parent.name == "ablations":
         assert config.strategy in ("star", "pe", "pe-subtract")
 

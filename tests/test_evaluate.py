@@ -1,13 +1,20 @@
 """Confidence read off generation: label renormalisation, answer-token probability, and batched
 generation equal to one-at-a-time generation."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from star.data import collate, encode
-from star.evaluate import LabelTokens, answer_confidence, label_confidence
+from star.data import Example, collate, encode
+from star.evaluate import (
+    LabelTokens,
+    answer_confidence,
+    evaluate_options,
+    label_confidence,
+    option_ids,
+)
 from star.generate import Generated, generate, greedy
 from star.tasks import TASKS, load_split
 
@@ -119,3 +126,64 @@ def test_bucketed_prefill_gives_the_same_tokens_as_one_forward(tiny):
     buckets = greedy(model, batch.input_ids, batch.attention_mask, 5, None, none, 130)
     assert torch.equal(whole[0], buckets[0])
     assert torch.allclose(whole[1], buckets[1], atol=1e-5)
+
+
+def reference_option_logprob(model, prompt_ids, option_ids):
+    """log p(option | prompt) from one full-logits forward of prompt + option, alone."""
+    ids = torch.tensor([prompt_ids + option_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)  # (T, V)
+    start = len(prompt_ids) - 1  # the position that predicts the option's first token
+    return sum(logp[start + t, o].item() for t, o in enumerate(option_ids))
+
+
+@pytest.mark.parametrize("task,budget", [("banking77", 512), ("trec", 512), ("banking77", 40)])
+def test_options_mode_matches_one_option_at_a_time(tiny, task, budget):
+    """Accuracy and confidences of `--eval-mode options` against an independent reference:
+    full logits, one (prompt, option) pair at a time, renormalised over the label set. A small
+    budget puts prompts and option continuations in many small batches."""
+    model, tok = tiny
+    spec = TASKS[task]
+    examples = load_split(task, "test")[:4]
+    labels = sorted(set(spec.labels[:8]) | {e.answer for e in examples})  # kept small
+    spec = dataclasses.replace(spec, labels=tuple(labels))
+    prompts = encode(examples, tok, 64, 16)
+    predictions = evaluate_options(model, tok, spec, examples, prompts, budget)
+    options = option_ids(tok, spec, spec.labels)
+    assert max(len(o) for o in options) > 1 if task == "banking77" else True
+    for example, prompt, p in zip(examples, prompts, predictions, strict=True):
+        logp = [reference_option_logprob(model, prompt.prompt_ids, o) for o in options]
+        probs = torch.softmax(torch.tensor(logp), -1)
+        best = int(probs.argmax())
+        assert p.predicted == spec.labels[best]
+        assert p.correct == (spec.labels[best] == example.answer)
+        assert p.confidence == pytest.approx(probs[best].item(), abs=1e-4)
+
+
+def test_options_mode_uses_each_rows_own_choices(tiny):
+    model, tok = tiny
+    spec = TASKS["obqa"]
+    rows = [
+        Example("a", "Pick: ", " x", "x", ("x", "yy")),
+        Example("b", "Or: ", " c", "c", ("c",) * 1 + ("dd", "e")),
+    ]
+    prompts = encode(rows, tok, 64, 8)
+    predictions = evaluate_options(model, tok, spec, rows, prompts, 512)
+    for row, prompt, p in zip(rows, prompts, predictions, strict=True):
+        options = option_ids(tok, spec, row.choices)
+        logp = [reference_option_logprob(model, prompt.prompt_ids, o) for o in options]
+        probs = torch.softmax(torch.tensor(logp), -1)
+        assert p.predicted == row.choices[int(probs.argmax())]
+        assert p.confidence == pytest.approx(probs.max().item(), abs=1e-4)
+
+
+def test_option_ids_end_with_eos_only_when_one_is_a_prefix_of_another(tiny):
+    _, tok = tiny
+    spec = TASKS["trec"]
+    plain = option_ids(tok, spec, ("human", "location"))
+    assert plain == [ids(tok, " human"), ids(tok, " location")]
+    nested = option_ids(tok, spec, ("card", "card arrival"))
+    assert nested == [
+        ids(tok, " card") + [tok.eos_token_id],
+        ids(tok, " card arrival") + [tok.eos_token_id],
+    ]

@@ -29,8 +29,8 @@ def jsonl(*rows):
     [
         ("p.jsonl", jsonl(GOOD, "{oops"), "p.jsonl:2: invalid JSON"),
         ("p.jsonl", b'{"id": "a", "prompt": "\xff"}\n', "p.jsonl: not UTF-8"),
-        ("p.jsonl", jsonl({"prompt": "x"}), "p.jsonl:1: missing or empty field 'id'"),
-        ("p.jsonl", jsonl({"id": "a"}), "p.jsonl:1: missing or empty field 'prompt'"),
+        ("p.jsonl", jsonl({"prompt": "x"}), "p.jsonl:1: no field 'id' (this row has 'prompt'"),
+        ("p.jsonl", jsonl({"id": "a"}), "p.jsonl:1: no field 'prompt' (this row has 'id'"),
         ("p.jsonl", jsonl({"id": "a", "prompt": "  "}), "p.jsonl:1: missing or empty field"),
         ("p.jsonl", jsonl(GOOD, {**GOOD, "prompt": "b"}), "p.jsonl:2: duplicate id 'a'"),
         ("p.jsonl", jsonl({**GOOD, "answer": "maybe"}), "p.jsonl:1: answer 'maybe' is not one"),

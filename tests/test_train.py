@@ -84,3 +84,32 @@ def test_answer_loss_equals_padded_cross_entropy_over_all_positions(tiny):
             logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE
         )
         assert torch.allclose(answer_loss(model, batch), plain, atol=1e-5)
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(epochs=0),  # zero-shot: nothing is trained
+        dict(epochs=1, batch_size=8, warmup=0.9),  # one step, all of it warm-up: its rate is 0
+    ],
+)
+def test_no_training_and_full_warmup_leave_the_adapter_untouched(adapter, tiny, settings):
+    import math
+
+    items = encode(load_split("trec", "train")[:4], tiny[1], 64, 4)
+    before = trainable(adapter)
+    loss = train_adapter(
+        adapter, items, tiny[1].pad_token_id, TrainConfig(lr=0.1, b_decay=0.0, **settings), 0
+    )
+    assert math.isnan(loss) == (settings["epochs"] == 0)
+    after = trainable(adapter)
+    assert all(torch.equal(after[n], before[n]) for n in before)
+    moved = train_adapter(
+        adapter, items, tiny[1].pad_token_id, TrainConfig(lr=0.1, epochs=1, b_decay=0.0), 0
+    )
+    assert math.isfinite(moved)
+    assert any(not torch.equal(p, before[n]) for n, p in trainable(adapter).items())

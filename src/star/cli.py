@@ -38,7 +38,7 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
             help += f" ({'|'.join(option.choices)})"
         default = option.default
         if isinstance(default, tuple):
-            default = ",".join(default)
+            default = ",".join(map(str, default))
         help += f" [default: {default}]"
         parser.add_argument(
             f"--{option.flag}",
@@ -198,7 +198,7 @@ def _sweep(args: argparse.Namespace) -> int:
     known = {o.path: o for o in cfg.options()}
     run_args = [] if args.config is None else ["--config", str(args.config)]
     for path, value in given.items():
-        value = ",".join(value) if isinstance(value, tuple) else value
+        value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         run_args += [f"--{known[path].flag}", str(value)]
     # Seed-major, so a sweep stopped early still compares every strategy on the same seeds.
     pairs = [Pair(s, seed) for seed in seeds for s in strategies]

@@ -100,7 +100,7 @@ class LoopConfig:
     def sizes(self) -> list[int]:
         """Labelled examples trained on in each round."""
         if self.schedule:
-            return [int(n) for n in self.schedule]
+            return list(self.schedule)
         return [self.init_size + self.query_size * k for k in range(self.rounds)]
 
 
@@ -244,16 +244,12 @@ class RunConfig:
         sizes = self.loop.schedule
         if not sizes:
             return
-        try:
-            numbers = [int(n) for n in sizes]
-        except ValueError:
-            raise ConfigError(f"loop.schedule must be whole numbers, got {list(sizes)}") from None
+        numbers = list(sizes)
         if numbers[0] < 1 or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
             raise ConfigError(f"loop.schedule must be positive and increasing, got {numbers}")
         step = numbers[1] - numbers[0] if len(numbers) > 1 else 0
         loop = dataclasses.replace(
             self.loop,
-            schedule=tuple(str(n) for n in numbers),
             init_size=numbers[0],
             query_size=step,
             rounds=len(numbers),
@@ -298,6 +294,7 @@ class Option:
     default: Any
     choices: tuple | None
     cli: bool = True  # False: resolved by star, not a command-line option
+    item: type = str  # element type of a tuple option
 
 
 def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
@@ -320,6 +317,7 @@ def options(cls: type = RunConfig, prefix: str = "") -> Iterator[Option]:
             default,
             f.metadata.get("choices"),
             f.metadata.get("cli", True),
+            (typing.get_args(hint) or (str,))[0] if _leaf_type(hint) is tuple else str,
         )
 
 
@@ -337,7 +335,7 @@ def coerce(option: Option, value: Any, where: str) -> Any:
     try:
         if option.type is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(v).strip() for v in items if str(v).strip())
+            return tuple(option.item(str(v).strip()) for v in items if str(v).strip())
         if option.type is int and isinstance(value, float | bool):
             raise ValueError
         if option.type is float and isinstance(value, bool):
@@ -347,9 +345,10 @@ def coerce(option: Option, value: Any, where: str) -> Any:
             return words[value.strip().lower()]
         return option.type(value)
     except (TypeError, ValueError, KeyError):
-        raise ConfigError(
-            f"{where}: {option.path} must be {option.type.__name__}, got {value!r}"
-        ) from None
+        kind = option.type.__name__
+        if option.type is tuple:
+            kind = f"a comma-separated list of {option.item.__name__}"
+        raise ConfigError(f"{where}: {option.path} must be {kind}, got {value!r}") from None
 
 
 def build(overrides: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> RunConfig:
