@@ -11,6 +11,7 @@ from star import config as cfg
 from star import loop
 from star.errors import BadInputError, ConfigError, RunDirError
 from star.state import RunDir
+from star.tasks import resolve
 
 SMALL = {
     "task": "obqa",
@@ -50,7 +51,10 @@ def test_run_writes_every_file(full_run):
         assert 0.0 <= m["accuracy"] <= 1.0 and m["train_loss"] > 0 and m["seconds"] > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["star_version"] and saved["loop"]["rounds"] == 3
-    assert cfg.from_dict(saved, "config.yaml") == small()
+    assert cfg.from_dict(saved, "config.yaml") == resolve(small())[0]  # with what the task set
+    assert (
+        saved["data"]["prompt_field"] == "question" and saved["inference"]["eval_mode"] == "options"
+    )
 
     labeled = read(out / "labeled.jsonl")
     assert len(labeled) == 24 and len({r["id"] for r in labeled}) == 24
@@ -137,7 +141,7 @@ def test_other_version_is_refused(full_run, tmp_path):
 
 
 def test_budget_larger_than_pool_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="budget .* = 24\\) exceeds the pool of 20"):
+    with pytest.raises(ConfigError, match="budget .*, 24\\) exceeds the pool of 20"):
         loop.run(small(**{"data.pool_size": 20}), tmp_path / "run")
     with pytest.raises(ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows"):
         loop.run(small(**{"data.pool_size": 99999}), tmp_path / "run2")
@@ -188,7 +192,7 @@ def test_a_second_process_is_refused(full_run, tmp_path):
     """flock semantics are per open file, so a second open in this process stands in for a
     second process; the holder is unharmed and the lock goes with it."""
     out, metrics = full_run
-    holder = RunDir.open(out, small())
+    holder = RunDir.open(out, resolve(small())[0])
     try:
         with pytest.raises(RunDirError, match=r"in use by another star process \(pid \d+\)"):
             loop.run(small(), out)
