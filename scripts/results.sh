@@ -13,12 +13,27 @@ report() {  # report NAME [star report options...] RUNS...
   rm -f "$OUT/$name"/*.svg
   sed -i "s#$PWD/##g" "$OUT/$name/summary.md" "$OUT/$name/runs.csv"
 }
-report mix runs/sweep-mix
-report mix-round0 --rounds 1 runs/sweep-mix
-report paper-obqa runs/paper-obqa
-report paper-obqa-round0 --rounds 1 runs/paper-obqa
-report paper-boolq runs/paper-boolq
-report paper-boolq-round0 --rounds 1 runs/paper-boolq
-report zero-shot runs/zero-shot
-for r in "$OUT"/*-round0 "$OUT"/zero-shot; do rm -f "$r"/*.png; done  # one point per curve: the tables say it
-.venv/bin/python scripts/mix_breakdown.py runs/sweep-mix > "$OUT/mix/by_kind.md"
+# Each part is rebuilt only where its runs exist on this machine (runs are not committed).
+if [ -d runs/sweep-mix ]; then
+  report mix runs/sweep-mix
+  report mix-round0 --rounds 1 runs/sweep-mix
+  report paper-obqa runs/paper-obqa
+  report paper-obqa-round0 --rounds 1 runs/paper-obqa
+  report paper-boolq runs/paper-boolq
+  report paper-boolq-round0 --rounds 1 runs/paper-boolq
+  report zero-shot runs/zero-shot
+  for r in "$OUT"/*-round0 "$OUT"/zero-shot; do rm -f "$r"/*.png; done  # one point per curve
+  .venv/bin/python scripts/mix_breakdown.py runs/sweep-mix > "$OUT/mix/by_kind.md"
+fi
+# The learnability table (scripts/learnability.sh): one report per task, and the table.
+if [ -d runs/learn ]; then
+  for task in runs/learn/*/; do
+    name=$(basename "$task")
+    case $name in zero-shot*) continue ;; esac
+    report "learnability/$name" "$task"
+  done
+  report learnability/zero-shot runs/learn/zero-shot
+  [ -d runs/learn/zero-shot-paper ] && report learnability/zero-shot-paper runs/learn/zero-shot-paper
+  rm -f "$OUT"/learnability/zero-shot*/*.png
+  .venv/bin/python scripts/learnability_table.py runs/learn > "$OUT/learnability/table.md"
+fi

@@ -153,3 +153,21 @@ def _brier(rows: list[dict]) -> float:
 def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no finished rounds" in capsys.readouterr().err
+
+
+def test_runs_of_different_tasks_are_named_by_task_not_by_what_the_task_sets():
+    from pathlib import Path
+
+    from star.report import RunResult, by_variant
+
+    def run(task, template, lr):
+        settings = {"task": task, "data.template": template, "data.labels": ["a"], "train.lr": lr}
+        return RunResult(Path(task), "random", 0, [8], [0.5], [0.1], settings=settings)
+
+    groups = by_variant([run("trec", "{prompt}\nType:", 0.1), run("sst2", "Review: {prompt}", 0.2)])
+    assert sorted(groups) == ["random (task=sst2, lr=0.2)", "random (task=trec, lr=0.1)"]
+    long = by_variant([run("t", "x" * 60, 0.1), run("t", "{prompt}\n" + "y" * 10, 0.1)])
+    assert sorted(long) == [
+        "random (template=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…)",
+        "random (template={prompt} yyyyyyyyyy)",
+    ]

@@ -132,6 +132,29 @@ def paired_interval(diffs: list[float], seed: int = 0) -> tuple[float, float]:
     return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
+# Settings that a task resolves for itself (star.tasks.resolve).
+TASK_DERIVED = {
+    f"data.{name}"
+    for name in (
+        "template",
+        "labels",
+        "id_field",
+        "prompt_field",
+        "answer_field",
+        "choices_field",
+        "task_sha256",
+        "test_sha256",
+        "test",
+    )
+} | {"inference.eval_mode"}
+
+
+def _short(value) -> str:
+    """A setting on one line, at most 40 characters (templates hold newlines)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def by_variant(runs: list[RunResult]) -> dict[str, list[RunResult]]:
     """Runs grouped by strategy, then by the settings that differ among that strategy's runs."""
     by_name: dict[str, list[RunResult]] = defaultdict(list)
@@ -141,8 +164,10 @@ def by_variant(runs: list[RunResult]) -> dict[str, list[RunResult]]:
     for name, group in by_name.items():
         keys = sorted({k for r in group for k in r.settings})
         differ = [k for k in keys if len({repr(r.settings.get(k)) for r in group}) > 1]
+        if "task" in differ:  # the task's own settings follow from it: name the task alone
+            differ = [k for k in differ if k not in TASK_DERIVED]
         for r in group:
-            shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={r.settings.get(k)}" for k in differ)
+            shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(r.settings.get(k))}" for k in differ)
             groups[f"{name} ({shown})" if differ else name].append(r)
     for label, group in groups.items():
         seeds = [r.seed for r in group]
