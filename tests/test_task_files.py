@@ -242,3 +242,14 @@ def test_sweep_and_report_work_on_a_task_file(tmp_path):
     assert report.returncode == 0, report.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| pe " in summary and "| random " in summary
+
+
+def test_number_and_boolean_labels_are_read_as_text(tmp_path):
+    rows = [
+        {"id": i, "prompt": f"row {i}", "answer": [i % 2 == 0, i % 2][i % 3 == 0]}
+        for i in range(30)
+    ]
+    config, task = resolved(task=str(rows_file(tmp_path / "mixed.jsonl", rows)))
+    assert config.data.labels == ("0", "1", "false", "true")
+    assert {e.answer for e in task.train + task.eval} == {"0", "1", "false", "true"}
+    assert {e.id for e in task.train + task.eval} == {str(i) for i in range(30)}  # text ids

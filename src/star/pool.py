@@ -56,7 +56,9 @@ def _text(
                 "with the matching --*-field option)"
             )
         raise BadInputError(f"{path}:{number}: missing or empty field {key!r}")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool):  # JSON true/false labels read as the words
+        return str(value).lower()
+    if not isinstance(value, str | int | float):
         raise BadInputError(f"{path}:{number}: field {key!r} must be text")
     return str(value).strip() if strip else str(value)
 
