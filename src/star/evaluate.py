@@ -198,22 +198,22 @@ def option_logprobs(
         for r, k in pairs:
             out[rows[r]][k] = first[r, options[rows[r]][k][0]].item()
         longer = [(r, k) for r, k in pairs if len(options[rows[r]][k]) > 1]
-        width = batch.input_ids.shape[1]
-        longest = max((len(options[rows[r]][k]) for r, k in longer), default=1)
-        per_chunk = max(1, budget // (width + longest))
-        for start in range(0, len(longer), per_chunk):
-            chunk = longer[start : start + per_chunk]
-            follow = _continue(
-                model,
-                head,
-                cache,
-                batch.attention_mask,
-                positions[:, -1],
-                [(r, options[rows[r]][k]) for r, k in chunk],
-                pad_id,
-            )  # (c,)
-            for (r, k), value in zip(chunk, follow.tolist(), strict=True):
-                out[rows[r]][k] += value
+        steps = [len(options[rows[r]][k]) - 1 for r, k in longer]  # tokens after the first
+        cap = max(1, 8 * budget // batch.input_ids.shape[1])  # cache rows copied per forward
+        for group in token_budget_batches(steps, budget):  # similar lengths: little padding
+            for start in range(0, len(group), cap):
+                chunk = [longer[j] for j in group[start : start + cap]]
+                follow = _continue(
+                    model,
+                    head,
+                    cache,
+                    batch.attention_mask,
+                    positions[:, -1],
+                    [(r, options[rows[r]][k]) for r, k in chunk],
+                    pad_id,
+                )  # (c,)
+                for (r, k), value in zip(chunk, follow.tolist(), strict=True):
+                    out[rows[r]][k] += value
     return out
 
 
