@@ -45,7 +45,8 @@ def main(root: Path) -> None:
     print("| task | zero-shot | " + " | ".join(f"{n} labels" for n in (64, 128, 256)), end="")
     print(" | majority class | minutes per run |")
     print("|---|---|---|---|---|---|---|")
-    for task_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "zero-shot"):
+    tasks = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith("zero-shot")]
+    for task_dir in sorted(tasks):
         by_size: dict[int, list[float]] = {}
         minutes = []
         runs = sorted(task_dir.glob("random-seed*"))
@@ -56,6 +57,8 @@ def main(root: Path) -> None:
             if len(metrics) == 3:
                 minutes.append(sum(m["seconds"] for m in metrics) / 60)
         zero = root / "zero-shot" / task_dir.name / "metrics.jsonl"
+        if not zero.exists():  # the paper's tasks: zero-shot in both modes, options here
+            zero = root / "zero-shot-paper" / f"{task_dir.name}-options" / "metrics.jsonl"
         zs = f"{rows(zero)[0]['accuracy']:.3f}" if zero.exists() else "–"
         done = [r for r in runs if (r / "rounds" / "000" / "eval.jsonl").exists()]
         label, base = majority(done[0]) if done else ("?", float("nan"))

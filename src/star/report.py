@@ -23,8 +23,9 @@ from star.metrics import brier_score, negative_log_likelihood, reliability_bins
 from star.state import read_yaml
 
 BOOTSTRAP = 10_000  # resamples of the seeds for the paired confidence interval
-# Settings that do not change what a run computes, so they never split a strategy into variants.
-NOT_A_VARIANT = ("seed", "star_version", "inference.")
+# Settings that do not change what a run computes, so they never split a strategy into variants
+# (the evaluation mode does: it is a variant).
+NOT_A_VARIANT = ("seed", "star_version", "inference.batch_tokens", "inference.eval_batch_size")
 CALIBRATION = (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"))
 
 
@@ -146,7 +147,7 @@ TASK_DERIVED = {
         "test_sha256",
         "test",
     )
-} | {"inference.eval_mode"}
+}
 
 
 def _short(value) -> str:
