@@ -20,6 +20,10 @@ zero_shot() {  # task: the base model, untrained (epochs 0), evaluated once
 # Cheapest tasks first, so that a stopped queue leaves whole tasks: trec and sst2 cost about
 # 10 single-thread minutes a run here, ag_news and banking77 (long texts; 77 multi-token
 # labels to score per evaluation row) several times that.
+zero_shot_paper() {  # task mode: the paper's tasks zero-shot, in both evaluation modes
+  $STAR run --config configs/paper-tasks-cpu/$1.yaml --strategy random --schedule 32 --epochs 0 \
+    --eval-mode $2 -q --out $OUT/zero-shot-paper/$1-$2 > /dev/null
+}
 queue_a() {
   for t in trec sst2 ag_news banking77; do zero_shot $t; done
   for s in 0 1 2; do run trec $s; done
@@ -28,6 +32,8 @@ queue_a() {
 queue_b() {
   for s in 0 1 2; do run sst2 $s; done
   for s in 0 1 2; do run banking77 $s; done
+  for t in obqa boolq; do for m in options generate; do zero_shot_paper $t $m; done; done
+  run boolq 0  # seeds 1, 2 and obqa: not run yet (docs/results.md)
 }
 queue_a > $OUT.a.log 2>&1 &
 queue_b > $OUT.b.log 2>&1 &
