@@ -165,7 +165,7 @@ def test_options_mode_uses_each_rows_own_choices(tiny):
     spec = TASKS["obqa"]
     rows = [
         Example("a", "Pick: ", " x", "x", ("x", "yy")),
-        Example("b", "Or: ", " c", "c", ("c",) * 1 + ("dd", "e")),
+        Example("b", "Or: ", " c", "c", ("c", "dd", "e")),
     ]
     prompts = encode(rows, tok, 64, 8)
     predictions = evaluate_options(model, tok, spec, rows, prompts, 512)

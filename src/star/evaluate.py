@@ -195,8 +195,10 @@ def option_logprobs(
         logits, cache = prefill(model, batch.input_ids, batch.attention_mask, positions, budget)
         first = torch.log_softmax(logits.float(), -1)  # (b, V): predicts each option's 1st token
         pairs = [(r, k) for r, i in enumerate(rows) for k in range(len(options[i]))]
-        for r, k in pairs:
-            out[rows[r]][k] = first[r, options[rows[r]][k][0]].item()
+        at = torch.tensor([r for r, _ in pairs], device=on)  # (P,) prompt row of each pair
+        token = torch.tensor([options[rows[r]][k][0] for r, k in pairs], device=on)  # (P,)
+        for (r, k), value in zip(pairs, first[at, token].tolist(), strict=True):
+            out[rows[r]][k] = value
         longer = [(r, k) for r, k in pairs if len(options[rows[r]][k]) > 1]
         steps = [len(options[rows[r]][k]) - 1 for r, k in longer]  # tokens after the first
         cap = max(1, 8 * budget // batch.input_ids.shape[1])  # cache rows copied per forward

@@ -28,11 +28,12 @@ from star.data import Encoded, Example, encode, read_jsonl
 from star.errors import ConfigError
 from star.evaluate import evaluate, evaluate_options, summarise
 from star.generate import generate
-from star.scoring import SequenceScores, score
+from star.scoring import score
 from star.state import RunDir
 from star.strategies import STRATEGIES, Signals, select_top_k
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.train import train_adapter
+from star.uncertainty import SequenceScores
 
 log = logging.getLogger(__name__)
 

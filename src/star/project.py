@@ -44,18 +44,16 @@ from star.formats import SUFFIX, Label, ToLabel, parse, render
 from star.generate import generate
 from star.loop import derived_seed
 from star.pool import Fields, Item, read_items
-from star.scoring import SequenceScores, score
+from star.scoring import score
 from star.state import atomic_write, lock_dir, save_adapter_to
 from star.strategies import STRATEGIES, Signals, select_top_k
+from star.tasks import normalised_text
 from star.train import train_adapter
+from star.uncertainty import SequenceScores
 
 log = logging.getLogger(__name__)
 
 _TRAIN, _LORA, _SELECT, _MC = 1, 2, 3, 4  # random streams (as the simulated loop's)
-
-
-def normalise_answer(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -385,7 +383,7 @@ class Project:
                 i.id,
                 a,
                 a,
-                normalise_answer(a) == normalise_answer(i.answer or ""),
+                normalised_text(a) == normalised_text(i.answer or ""),
                 i.answer or "",
                 conf,
             )

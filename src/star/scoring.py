@@ -7,14 +7,13 @@ anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tqdm import tqdm
 
 from star.data import IGNORE, Batch, Encoded, collate, token_budget_batches
 from star.state import crash_point
 from star.uncertainty import (
+    SequenceScores,
     flatten_masked,
     reduce_by_row,
     token_mutual_information,
@@ -50,51 +49,6 @@ def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torc
     predicts = labels != IGNORE  # (B, T-1)
     hidden, rows = flatten_masked(hidden[:, :-1], predicts)  # (N, H), (N,)
     return hidden, labels[predicts], rows
-
-
-@dataclass(frozen=True)
-class SequenceScores:
-    """Per-example uncertainty inputs, in the order of the examples given."""
-
-    pe: torch.Tensor  # (n,) PE: Σ_t −log p(y_t), mean over passes
-    token_entropy: torch.Tensor  # (n,) ME: Σ_t H(p_t), mean over passes
-    bald: torch.Tensor  # (n,) Σ_t mutual information over passes (0 for one pass)
-    n_tokens: torch.Tensor  # (n,) answer tokens scored
-
-    def to_rows(self, ids: list[str]) -> list[dict]:
-        return [
-            {"id": i, "pe": p, "entropy": e, "bald": b, "n_tokens": n}
-            for i, p, e, b, n in zip(
-                ids,
-                self.pe.tolist(),
-                self.token_entropy.tolist(),
-                self.bald.tolist(),
-                self.n_tokens.tolist(),
-                strict=True,
-            )
-        ]
-
-    @classmethod
-    def from_rows(cls, rows: list[dict]) -> SequenceScores:
-        def column(key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.tensor([r[key] for r in rows], dtype=dtype)
-
-        return cls(column("pe"), column("entropy"), column("bald"), column("n_tokens", torch.long))
-
-    @classmethod
-    def cat(cls, parts: list[SequenceScores]) -> SequenceScores:
-        """The parts' examples one after another (shards gathered from several processes)."""
-        return cls(
-            *(
-                torch.cat([getattr(p, f) for p in parts])
-                for f in ("pe", "token_entropy", "bald", "n_tokens")
-            )
-        )
-
-    def take(self, index: torch.Tensor) -> SequenceScores:
-        return SequenceScores(
-            *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))
-        )
 
 
 @torch.inference_mode()

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from star.errors import EmptyPoolError
-from star.scoring import SequenceScores
-from star.uncertainty import dynamic_mix, dynamic_weight, subtract
+from star.uncertainty import SequenceScores, dynamic_mix, dynamic_weight, subtract
 
 
 @dataclass(frozen=True)

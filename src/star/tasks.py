@@ -331,7 +331,8 @@ class Task:
 
 
 def normalised_text(text: str) -> str:
-    """What counts as the same text when checking evaluation rows against the pool."""
+    """Whitespace collapsed, case folded: what counts as the same text (an evaluation row
+    against the pool, a generated answer against a label)."""
     return " ".join(text.split()).casefold()
 
 

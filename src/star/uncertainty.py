@@ -14,6 +14,8 @@ Sums follow the paper; `reduce_by_row(..., mean=True)` gives the length-normalis
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -99,3 +101,48 @@ def dynamic_mix(tuned: torch.Tensor, base: torch.Tensor, weight: float) -> torch
     tuned, base: (n,) -> (n,) in [0, 1]
     """
     return weight * normalise(tuned) + (1.0 - weight) * normalise(base)
+
+
+@dataclass(frozen=True)
+class SequenceScores:
+    """Per-example uncertainty inputs, in the order of the examples given."""
+
+    pe: torch.Tensor  # (n,) PE: Σ_t −log p(y_t), mean over passes
+    token_entropy: torch.Tensor  # (n,) ME: Σ_t H(p_t), mean over passes
+    bald: torch.Tensor  # (n,) Σ_t mutual information over passes (0 for one pass)
+    n_tokens: torch.Tensor  # (n,) answer tokens scored
+
+    def to_rows(self, ids: list[str]) -> list[dict]:
+        return [
+            {"id": i, "pe": p, "entropy": e, "bald": b, "n_tokens": n}
+            for i, p, e, b, n in zip(
+                ids,
+                self.pe.tolist(),
+                self.token_entropy.tolist(),
+                self.bald.tolist(),
+                self.n_tokens.tolist(),
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> SequenceScores:
+        def column(key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor([r[key] for r in rows], dtype=dtype)
+
+        return cls(column("pe"), column("entropy"), column("bald"), column("n_tokens", torch.long))
+
+    @classmethod
+    def cat(cls, parts: list[SequenceScores]) -> SequenceScores:
+        """The parts' examples one after another (shards gathered from several processes)."""
+        return cls(
+            *(
+                torch.cat([getattr(p, f) for p in parts])
+                for f in ("pe", "token_entropy", "bald", "n_tokens")
+            )
+        )
+
+    def take(self, index: torch.Tensor) -> SequenceScores:
+        return SequenceScores(
+            *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))
+        )
