@@ -22,3 +22,9 @@ def tiny():
     from star.config import ModelConfig
 
     return models.load(ModelConfig(name=models.TINY, dtype="float32"))
+
+
+@pytest.fixture(autouse=True)
+def own_signal_cache(tmp_path, monkeypatch):
+    """Base-model signals persist across runs by design; each test starts with none."""
+    monkeypatch.setenv("STAR_SIGNAL_CACHE", str(tmp_path / "signal-cache"))

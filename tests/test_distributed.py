@@ -36,9 +36,13 @@ RUN = ["run"] + flags(
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    assert main([*RUN, "--out", str(root / "one"), "-q"]) == 0
+    os.environ["STAR_SIGNAL_CACHE"] = str(root / "one-signals")
+    try:
+        assert main([*RUN, "--out", str(root / "one"), "-q"]) == 0
+    finally:
+        del os.environ["STAR_SIGNAL_CACHE"]
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STAR_SIGNAL_CACHE": str(root / "two-signals")}
     done = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "-m", "star", *RUN, "--out", str(root / "two")],
         env=env,
@@ -63,12 +67,21 @@ def test_two_processes_label_the_same_examples(runs):
         assert [x["score"] for x in a] == pytest.approx([x["score"] for x in b], abs=1e-4)
 
 
+def _cached(root: Path) -> dict[str, dict]:
+    from star.cache import SignalCache
+
+    (space,) = [p.name for p in root.iterdir()]
+    return SignalCache(root, space).rows()
+
+
 def test_gathered_pool_scores_equal_one_process(runs):
     one, two, _ = runs
-    a, b = _rows(one / "base_uncertainty.jsonl"), _rows(two / "base_uncertainty.jsonl")
-    assert [x["id"] for x in a] == [x["id"] for x in b]  # gathered back in pool order
-    for key in ("pe", "entropy"):
-        assert [x[key] for x in a] == pytest.approx([x[key] for x in b], abs=1e-4)
+    a, b = (_cached(r.parent / f"{r.name}-signals") for r in (one, two))
+    assert sorted(a) == sorted(b) and len(a) == 20  # one writer; every candidate once
+    for key in ("pe", "token_entropy"):
+        assert [float(a[k][key]) for k in sorted(a)] == pytest.approx(
+            [float(b[k][key]) for k in sorted(a)], abs=1e-4
+        )
 
 
 def test_evaluation_and_training_match(runs):

@@ -148,12 +148,16 @@ def test_budget_larger_than_pool_is_refused(tmp_path):
 
 
 def test_star_writes_ece_and_scores_the_base_model_once(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="star.loop"):
+    with caplog.at_level(logging.INFO, logger="star.cache"):
         metrics = loop.run(small(strategy="star"), tmp_path / "run")
     assert len(metrics) == 3 and all(0.0 <= m["ece"] <= 1.0 for m in metrics)
-    assert sum("scoring the base model" in r.getMessage() for r in caplog.records) == 1
-    base = read(tmp_path / "run" / "base_uncertainty.jsonl")
-    assert len(base) == 64 and {"id", "pe", "entropy", "bald", "n_tokens"} <= set(base[0])
+    computed = [r.getMessage() for r in caplog.records if "entries computed" in r.getMessage()]
+    assert computed == ["signal cache: 56 of 56 entries computed"]  # 64 in the pool, 8 labelled
+    assert len(list((tmp_path / "signal-cache").glob("*/*.safetensors"))) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="star.cache"):  # another strategy, same pool
+        loop.run(small(strategy="pe-dynamic", **{"loop.rounds": 2}), tmp_path / "other")
+    assert not [r for r in caplog.records if "entries computed" in r.getMessage()]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["uncertainty"]["mc_passes"] == 3 and saved["train"]["b_decay"] == 0.5
     for row in read(tmp_path / "run" / "rounds" / "000" / "eval.jsonl"):

@@ -96,6 +96,11 @@ class LoopConfig:
         "labelled-set size of every round, comma-separated and increasing (e.g. 64,128,256); "
         "replaces init_size, query_size and rounds",
     )
+    max_candidates: int | None = _opt(
+        None,
+        "approximation: score only a seeded random subset of this many unlabelled candidates "
+        "per round (baal's max_sample); unset: all (exact)",
+    )
 
     def sizes(self) -> list[int]:
         """Labelled examples trained on in each round."""
@@ -135,6 +140,11 @@ class UncertaintyConfig:
     dynamic_w0: float = _opt(0.1, "dynamic strategies: weight of the tuned model in round 0")
     dynamic_step: float = _opt(0.1, "dynamic strategies: weight added per round (capped at 1)")
     star_measure: str = _opt("pe", "measure STAR mixes dynamically", choices=("pe", "entropy"))
+    mc_top: int | None = _opt(
+        None,
+        "approximation, two-stage MC: one deterministic pass over every candidate, the K "
+        "Monte-Carlo passes only over the this many it ranks most uncertain; unset: all (exact)",
+    )
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,16 @@ class InferenceConfig:
         "renormalised; 'generate' generates greedily and extracts the answer; unset: options "
         "for tasks with a closed label set, generate otherwise",
         choices=("options", "generate"),
+    )
+    signal_cache: bool = _opt(
+        True,
+        "keep base-model signals under $STAR_CACHE/signals, shared by every run on the "
+        "machine (exact: the same numbers are reused)",
+    )
+    merge_lora: bool | None = _opt(
+        None,
+        "fold the adapter into the weights for deterministic passes (evaluation, plain "
+        "scoring, answers); unset: on GPUs only, where it is faster (docs/performance.md)",
     )
 
 
@@ -220,6 +240,8 @@ class RunConfig:
             "lora.r",
             "inference.batch_tokens",
             "inference.eval_batch_size",
+            "loop.max_candidates",
+            "uncertainty.mc_top",
         ):
             value = get_path(self, name)
             if value is not None and value < 1:

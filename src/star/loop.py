@@ -10,11 +10,9 @@ process selects the same examples from the same gathered scores.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,22 +21,22 @@ import torch
 
 from star import distributed
 from star import model as models
+from star.cache import SignalCache, signal_root
 from star.config import RunConfig
-from star.data import Encoded, Example, encode, read_jsonl
+from star.data import Encoded, Example, encode
 from star.errors import ConfigError
 from star.evaluate import evaluate, evaluate_options, summarise
 from star.generate import generate
-from star.scoring import score
+from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
-from star.strategies import STRATEGIES, Signals, select_top_k
+from star.strategies import STRATEGIES, select_top_k
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.train import train_adapter
-from star.uncertainty import SequenceScores
 
 log = logging.getLogger(__name__)
 
 # Independent random streams of one run, so adding a draw to one never shifts another.
-_INIT, _TRAIN, _LORA, _SELECT, _MC = range(5)
+_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE = range(6)
 
 
 def derived_seed(seed: int, round: int, stream: int) -> int:
@@ -86,7 +84,11 @@ class Run:
         self.splits = load_splits(config, task)
         self.base, self.tokenizer = models.load(config.model)
         self.pad_id = self.tokenizer.pad_token_id
-        self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, models.device())
+        on = models.device()
+        self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, on)
+        self.dtype = next(self.base.parameters()).dtype
+        self.merge = models.merge_pays(config.inference.merge_lora, on)
+        self._base_cache: SignalCache | None = None
         d = config.data
         pool_items = encode(
             self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
@@ -167,6 +169,10 @@ class Run:
         }
 
     def evaluate(self, model, examples: list[Example], prompts: list[Encoded]) -> list:
+        with models.merged(model, self.merge):
+            return self._evaluate(model, examples, prompts)
+
+    def _evaluate(self, model, examples: list[Example], prompts: list[Encoded]) -> list:
         if self.config.inference.eval_mode == "options":
             return evaluate_options(
                 model, self.tokenizer, self.spec, examples, prompts, self.batch_tokens
@@ -181,11 +187,8 @@ class Run:
             self.batch_tokens,
         )
 
-    def targets(self, model, examples: list[Example]) -> list[Encoded]:
-        """What uncertainty is measured on: gold answers, or the model's own greedy answers."""
-        items = [self.gold[e.id] for e in examples]
-        if self.config.uncertainty.target == "gold":
-            return items
+    def answer(self, model, items: list[Encoded]) -> list[list[int]]:
+        """The model's greedy answers (label-free uncertainty is measured on them)."""
         answers = distributed.map_shards(
             items,
             lambda part: generate(
@@ -199,65 +202,47 @@ class Run:
             ),
             distributed.concat,
         )
-        return [Encoded(x.prompt_ids, a.token_ids) for x, a in zip(items, answers, strict=True)]
+        return [a.token_ids for a in answers]
 
-    def score_tuned(self, model, k: int, candidates: list[Example]) -> SequenceScores:
+    def base_cache(self) -> SignalCache:
+        """One per run: in memory when the cache is off (the run's first need fills it)."""
+        if self._base_cache is None:
+            root = signal_root(models.cache_dir()) if self.config.inference.signal_cache else None
+            self._base_cache = base_cache(root, self.base, self.dtype, self.signal_settings(0))
+        return self._base_cache
+
+    def signal_settings(self, k: int) -> SignalSettings:
         u = self.config.uncertainty
-        items = self.targets(model, candidates)
-        torch.manual_seed(derived_seed(self.config.seed, k, _MC))  # dropout masks
-        with models.mc_dropout(model) if u.mc_passes > 1 else nullcontext():
-            return distributed.map_shards(
-                items,
-                lambda part: score(
-                    model,
-                    part,
-                    self.pad_id,
-                    self.batch_tokens,
-                    passes=u.mc_passes,
-                    length_norm=u.length_norm,
-                    desc="scoring (tuned)",
-                ),
-                SequenceScores.cat,
-            )
-
-    def score_base(self, model, candidates: list[Example]) -> SequenceScores:
-        """Base-model uncertainty never changes: scored once on the whole pool, then cached."""
-        path = self.dir.path / "base_uncertainty.jsonl"
-        if path.exists():
-            cached = read_jsonl(path, required=("id",))
-        else:
-            log.info(
-                "scoring the base model on the %d pool examples (once per run)",
-                len(self.splits.pool),
-            )
-            with model.disable_adapter():
-                scores = distributed.map_shards(
-                    self.targets(model, self.splits.pool),
-                    lambda part: score(
-                        model,
-                        part,
-                        self.pad_id,
-                        self.batch_tokens,
-                        length_norm=self.config.uncertainty.length_norm,
-                        desc="scoring (base)",
-                    ),
-                    SequenceScores.cat,
-                )
-            cached = scores.to_rows([e.id for e in self.splits.pool])
-            self.dir.write_rows(path, cached)
-        position = {row["id"]: i for i, row in enumerate(cached)}
-        index = torch.tensor([position[e.id] for e in candidates], dtype=torch.long)
-        return SequenceScores.from_rows(cached).take(index)
+        return SignalSettings(
+            target=u.target,
+            length_norm=u.length_norm,
+            mc_passes=u.mc_passes,
+            mc_top=u.mc_top,
+            star_measure=u.star_measure,
+            batch_tokens=self.batch_tokens,
+            mc_seed=derived_seed(self.config.seed, k, _MC),
+            merge=self.merge,
+            answer_kind=f"greedy:{self.spec.max_new_tokens}",
+        )
 
     def select(self, model, k: int, labeled: dict[str, int]) -> None:
-        candidates = [e for e in self.splits.pool if e.id not in labeled]
+        unlabeled = [e for e in self.splits.pool if e.id not in labeled]
+        subset = torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SUBSAMPLE))
+        keep = subsample(len(unlabeled), self.config.loop.max_candidates, subset)
+        candidates = [unlabeled[i] for i in keep]
         u = self.config.uncertainty
-        signals = Signals(
-            size=len(candidates),
-            round=k,
-            generator=torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
-            tuned=functools.cache(lambda: self.score_tuned(model, k, candidates)),
-            base=functools.cache(lambda: self.score_base(model, candidates)),
+        items = [self.gold[e.id] for e in candidates]
+        source = PoolSignals(
+            model,
+            items,
+            self.pad_id,
+            self.signal_settings(k),
+            lambda m, positions, _: self.answer(m, [items[i] for i in positions]),
+            self.base_cache,
+        )
+        signals = source.signals(
+            k,
+            torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
             dynamic_w0=u.dynamic_w0,
             dynamic_step=u.dynamic_step,
             star_measure=u.star_measure,

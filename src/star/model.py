@@ -204,3 +204,35 @@ def mc_dropout(model) -> Iterator[int]:
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+@contextmanager
+def merged(model, on: bool = True) -> Iterator[None]:
+    """LoRA folded into the base weights (W' = W + s·BA) for deterministic passes, so a
+    forward runs one matmul per projection instead of three.
+
+    Unmerging subtracts s·BA again, which leaves the base weights a rounding error away from
+    where they were (~1e-7); the next round starts from those weights, so they are copied
+    first and put back bit for bit. `on=False` is a no-op (the caller's measured choice).
+    """
+    if not on or not hasattr(model, "merge_adapter"):
+        yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    saved = [m.get_base_layer().weight.detach().clone() for m in layers]
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+        with torch.no_grad():
+            for m, weight in zip(layers, saved, strict=True):
+                m.get_base_layer().weight.copy_(weight)
+
+
+def merge_pays(setting: bool | None, on: torch.device) -> bool:
+    """Merged passes where they are faster: on GPUs, where LoRA's extra thin matmuls cost a
+    kernel launch each. On CPUs they measured within noise of unmerged (docs/performance.md)."""
+    return setting if setting is not None else on.type == "cuda"

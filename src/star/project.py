@@ -20,14 +20,12 @@ ignored when read, so every state is either before or after a command, never bet
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,23 +35,21 @@ import yaml
 from star import __version__
 from star import config as cfg
 from star import model as models
+from star.cache import signal_root
 from star.data import Encoded
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.evaluate import Prediction, option_probabilities, summarise
 from star.formats import SUFFIX, Label, ToLabel, parse, render
 from star.generate import generate
-from star.loop import derived_seed
+from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed
 from star.pool import Fields, Item, read_items
-from star.scoring import score
+from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import atomic_write, lock_dir, save_adapter_to
-from star.strategies import STRATEGIES, Signals, select_top_k
-from star.tasks import normalised_text
+from star.strategies import STRATEGIES, select_top_k
+from star.tasks import MAX_DETECTED_LABELS, normalised_text
 from star.train import train_adapter
-from star.uncertainty import SequenceScores
 
 log = logging.getLogger(__name__)
-
-_TRAIN, _LORA, _SELECT, _MC = 1, 2, 3, 4  # random streams (as the simulated loop's)
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -309,7 +305,9 @@ class Project:
             for a, b in zip(p, t, strict=True)
         ]
 
-    def _answers(self, model, tok, items: list[Item], budget: int) -> list[tuple[str, float]]:
+    def _answers(
+        self, model, tok, items: list[Item], budget: int, length: int
+    ) -> list[tuple[str, float]]:
         """The model's answer to each item and its confidence: the most likely option for
         multiple choice, greedy generation otherwise."""
         out: list[tuple[str, float] | None] = [None] * len(items)
@@ -331,7 +329,7 @@ class Project:
                 model,
                 tok,
                 prompts,
-                self.settings.max_new_tokens,
+                length,
                 self.settings.run.inference.eval_batch_size,
                 prefill_tokens=budget,
             )
@@ -377,7 +375,7 @@ class Project:
         return row
 
     def _evaluate(self, model, tok, evals: list[Item], budget: int) -> list[Prediction]:
-        answers = self._answers(model, tok, evals, budget)
+        answers = self._answers(model, tok, evals, budget, self.settings.max_new_tokens)
         return [
             Prediction(
                 i.id,
@@ -392,7 +390,12 @@ class Project:
 
     def next(self, k: int, fmt: str, out: Path | None) -> tuple[Path, int, int]:
         """Select up to k items to label and write them with the model's answers; returns
-        (file, how many, how many were left)."""
+        (file, how many, how many were left).
+
+        Only what the strategy reads is computed (`random` runs no forward pass over the
+        candidates), and the model answers only the chosen items unless the strategy needed
+        every candidate's answer anyway.
+        """
         run, rounds = self.settings.run, self.rounds()
         labels, pending = self.labels(), self.pending()
         candidates = [i for i in self.pool() if i.id not in labels and i.id not in pending]
@@ -402,51 +405,60 @@ class Project:
                 f"in a batch ({len(pending)} waiting)"
             )
         last = len(rounds) - 1 if rounds else None
+        seed_round = len(rounds)
+        subset = torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SUBSAMPLE))
+        candidates = [
+            candidates[i] for i in subsample(len(candidates), run.loop.max_candidates, subset)
+        ]
         base, tok, budget = self._load()
         tuned = self._adapted(base, last)
         model = tuned if tuned is not None else base
-        answers = self._answers(model, tok, candidates, budget)
-        seed_round = len(rounds)
+        length = self.answer_length(tok)
+        said: dict[int, tuple[str, float]] = {}  # the model's answers, by candidate position
 
-        def signal(which, use_answers, passes: int = 1) -> SequenceScores:
-            items = self._encode(tok, [c.prompt for c in candidates], [a for a, _ in use_answers])
-            torch.manual_seed(derived_seed(run.seed, seed_round, _MC))
-            with models.mc_dropout(which) if passes > 1 else nullcontext():
-                return score(
-                    which,
-                    items,
-                    tok.pad_token_id,
-                    budget,
-                    passes=passes,
-                    length_norm=run.uncertainty.length_norm,
-                )
+        def answer(m, positions: list[int], of_base: bool) -> list[list[int]]:
+            got = self._answers(m, tok, [candidates[i] for i in positions], budget, length)
+            if not of_base:
+                said.update(zip(positions, got, strict=True))
+            return [self._encode(tok, [""], [a])[0].target_ids for a, _ in got]
 
-        tuned_signal = functools.cache(
-            lambda: signal(model, answers, run.uncertainty.mc_passes if tuned else 1)
+        source = PoolSignals(
+            model,
+            self._encode(tok, [c.prompt for c in candidates], [""] * len(candidates)),
+            tok.pad_token_id,
+            self._signal_settings(budget, seed_round, length, merge=tuned is not None),
+            answer,
+            lambda: base_cache(
+                signal_root(models.cache_dir()) if run.inference.signal_cache else None,
+                base,
+                next(base.parameters()).dtype,
+                self._signal_settings(budget, seed_round, length),
+            ),
+            answer_keys=[
+                tok("\x1f".join(c.choices), add_special_tokens=False)["input_ids"]
+                if c.choices
+                else []
+                for c in candidates
+            ],
         )
-
-        def base_signal() -> SequenceScores:
-            if tuned is None:  # before the first round the "tuned" model is the base model
-                return tuned_signal()
-            with tuned.disable_adapter():
-                return signal(tuned, self._answers(tuned, tok, candidates, budget))
-
-        signals = Signals(
-            size=len(candidates),
-            round=max(0, seed_round - 1),
-            generator=torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
-            tuned=tuned_signal,
-            base=base_signal,
+        signals = source.signals(
+            max(0, seed_round - 1),
+            torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
             dynamic_w0=run.uncertainty.dynamic_w0,
             dynamic_step=run.uncertainty.dynamic_step,
             star_measure=run.uncertainty.star_measure,
         )
         scores = STRATEGIES[run.strategy].score(signals)
         chosen = select_top_k([c.id for c in candidates], scores, k)
-        by_id = {c.id: (c, a) for c, a in zip(candidates, answers, strict=True)}
+        position = {c.id: i for i, c in enumerate(candidates)}
+        todo = [position[s.id] for s in chosen if position[s.id] not in said]
+        if todo:
+            with models.merged(model, tuned is not None and self._merge()):
+                got = self._answers(model, tok, [candidates[i] for i in todo], budget, length)
+            said.update(zip(todo, got, strict=True))
         rows = [
-            ToLabel(s.id, by_id[s.id][0].prompt, by_id[s.id][0].choices, by_id[s.id][1][0], s.score)
-            for s in chosen
+            ToLabel(s.id, candidates[i].prompt, candidates[i].choices, said[i][0], s.score)
+            for s, i in ((s, position[s.id]) for s in chosen)
         ]
         number = len(self.batches())
         out = out or self.path / "exports" / f"batch-{number:03d}{SUFFIX[fmt]}"
@@ -456,6 +468,35 @@ class Project:
             [{"batch": number, "ids": [r.id for r in rows], "file": str(out), "after_round": last}],
         )
         return out, len(rows), len(candidates)
+
+    def _merge(self) -> bool:
+        return models.merge_pays(self.settings.run.inference.merge_lora, models.device())
+
+    def _signal_settings(
+        self, budget: int, seed_round: int, length: int, merge: bool = False
+    ) -> SignalSettings:
+        u = self.settings.run.uncertainty
+        return SignalSettings(
+            target="generated",  # people have no gold answers
+            length_norm=u.length_norm,
+            mc_passes=u.mc_passes,
+            mc_top=u.mc_top,
+            star_measure=u.star_measure,
+            batch_tokens=budget,
+            mc_seed=derived_seed(self.settings.run.seed, seed_round, _MC),
+            merge=merge and self._merge(),
+            answer_kind=f"project:{length}",
+        )
+
+    def answer_length(self, tok) -> int:
+        """New tokens to generate: the longest label plus one once the labels so far form a
+        closed set (a classification pool needs a few tokens, not --max-new-tokens)."""
+        labels = list(self.labels().values())
+        values = set(labels)
+        if not labels or len(values) > MAX_DETECTED_LABELS or 3 * len(values) > len(labels):
+            return self.settings.max_new_tokens
+        longest = max(len(tok(v, add_special_tokens=False)["input_ids"]) for v in values)
+        return min(self.settings.max_new_tokens, longest + 1)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         rounds = self.rounds()

@@ -25,7 +25,15 @@ from star.state import read_yaml
 BOOTSTRAP = 10_000  # resamples of the seeds for the paired confidence interval
 # Settings that do not change what a run computes, so they never split a strategy into variants
 # (the evaluation mode does: it is a variant).
-NOT_A_VARIANT = ("seed", "star_version", "inference.batch_tokens", "inference.eval_batch_size")
+# settings that change speed, never results
+NOT_A_VARIANT = (
+    "seed",
+    "star_version",
+    "inference.batch_tokens",
+    "inference.eval_batch_size",
+    "inference.signal_cache",
+    "inference.merge_lora",
+)
 CALIBRATION = (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"))
 
 

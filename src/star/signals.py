@@ -1,0 +1,192 @@
+"""What a strategy may look at, computed only when it asks: the one path by which a simulated
+run (`loop`) and a labelling project (`project`) score their candidates.
+
+A strategy reads `Signals.tuned()` / `Signals.base()`; `PoolSignals` answers them with the
+forward passes they need and nothing else (`random` costs none), memoised, so a strategy that
+reads a signal twice pays once. The base model's signals go through a `SignalCache`, shared by
+every run on the machine. Two approximations are options, both off unless asked for:
+  - two-stage Monte-Carlo (`mc_top` = M): one deterministic pass over every candidate, the K
+    dropout passes only over the M it ranks most uncertain; the others keep their
+    deterministic PE/ME and a BALD of 0;
+  - candidate subsampling (`subsample`): score a seeded random subset of the candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from star import distributed
+from star import model as models
+from star.cache import SignalCache, namespace, weights_fingerprint
+from star.data import Encoded
+from star.scoring import causal_lm, score
+from star.strategies import Signals
+from star.uncertainty import SequenceScores
+
+# answer(model, positions, base): the model's answers (token ids) to the candidates at these
+# positions; `base` is True when the adapter is switched off for them
+Answerer = Callable[[object, list[int], bool], list[list[int]]]
+_SCORE_COLUMNS = ("pe", "token_entropy", "bald", "n_tokens")
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    target: str  # "gold": the items' own targets; "generated": the model's answers
+    length_norm: bool
+    mc_passes: int  # K for the tuned model
+    mc_top: int | None  # two-stage MC: K passes only over this many (None: all)
+    star_measure: str  # the measure that ranks candidates for two-stage MC
+    batch_tokens: int
+    mc_seed: int  # torch seed of the dropout masks
+    merge: bool  # deterministic passes on merged LoRA weights
+    answer_kind: str  # what `answer` does, e.g. "greedy:32": part of the base cache key
+
+
+def subsample(n: int, size: int | None, generator: torch.Generator) -> list[int]:
+    """Positions of a seeded random subset of `size` of n candidates, in order (all if None)."""
+    if size is None or size >= n:
+        return list(range(n))
+    return sorted(torch.randperm(n, generator=generator)[:size].tolist())
+
+
+def base_cache(root, model, dtype: torch.dtype, settings: SignalSettings) -> SignalCache:
+    """The base-model cache of these settings: on disk under `root`, or in memory if None."""
+    if root is None:
+        return SignalCache(None, "memory")
+    space = namespace(
+        kind="base-scores",
+        weights=_fingerprint(model),
+        dtype=str(dtype),
+        target=settings.target,
+        length_norm=settings.length_norm,
+        answer=settings.answer_kind if settings.target == "generated" else None,
+    )
+    return SignalCache(root, space)
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model) -> str:
+    """Once per loaded model: its base weights never change (see `models.merged`)."""
+    lm = causal_lm(model)
+    if lm not in _FINGERPRINTS:
+        _FINGERPRINTS[lm] = weights_fingerprint(model)
+    return _FINGERPRINTS[lm]
+
+
+class PoolSignals:
+    """Signals of n candidates for one selection.
+
+    model: the tuned model (a PEFT model) or, before any training, the base model itself
+    items: (n,) prompts with gold targets (target "gold") or any targets (ignored otherwise)
+    answer: how the model answers (target "generated"); answer_keys: (n,) extra tokens that
+      make an answer's cache key (a row's own choices), or None
+    cache: the base model's cache, asked for only when a strategy reads `base()`
+    """
+
+    def __init__(
+        self,
+        model,
+        items: list[Encoded],
+        pad_id: int,
+        settings: SignalSettings,
+        answer: Answerer,
+        cache: Callable[[], SignalCache],
+        answer_keys: Sequence[list[int]] | None = None,
+    ):
+        self.model, self.items, self.pad_id, self.s = model, items, pad_id, settings
+        self.answer, self.cache = answer, cache
+        self.answer_keys = answer_keys or [[] for _ in items]
+        self.adapted = hasattr(model, "disable_adapter")
+        self.tuned = functools.cache(self._tuned)
+        self.base = functools.cache(self._base)
+        self.tuned_answers = functools.cache(self._tuned_answers)
+
+    def signals(self, round: int, generator: torch.Generator, **mix) -> Signals:
+        return Signals(
+            size=len(self.items),
+            round=round,
+            generator=generator,
+            tuned=self.tuned,
+            base=self.base,
+            **mix,
+        )
+
+    # ------------------------------------------------------------------ tuned model
+    def _tuned_answers(self) -> list[list[int]]:
+        with models.merged(self.model, self.s.merge and self.adapted):
+            return self.answer(self.model, list(range(len(self.items))), False)
+
+    def _targets(self) -> list[Encoded]:
+        if self.s.target == "gold":
+            return self.items
+        answers = self.tuned_answers()
+        return [Encoded(x.prompt_ids, a) for x, a in zip(self.items, answers, strict=True)]
+
+    def _tuned(self) -> SequenceScores:
+        items = self._targets()
+        passes = self.s.mc_passes if self.adapted else 1  # no dropout before any training
+        if passes == 1:
+            with models.merged(self.model, self.s.merge and self.adapted):
+                return self._score(items, 1, "scoring (tuned)")
+        top = self.s.mc_top
+        if top is None or top >= len(items):
+            return self._mc(items, "scoring (tuned, MC)")
+        with models.merged(self.model, self.s.merge):
+            first = self._score(items, 1, "scoring (tuned, stage 1)")
+        measure = first.pe if self.s.star_measure == "pe" else first.token_entropy
+        order = sorted(range(len(items)), key=lambda i: (-float(measure[i]), i))[:top]
+        index = torch.tensor(sorted(order), dtype=torch.long)
+        mc = self._mc([items[i] for i in index.tolist()], "scoring (tuned, MC top)")
+        pe, ent, bald = first.pe.clone(), first.token_entropy.clone(), torch.zeros(len(items))
+        pe[index], ent[index], bald[index] = mc.pe, mc.token_entropy, mc.bald
+        return SequenceScores(pe, ent, bald, first.n_tokens)
+
+    def _mc(self, items: list[Encoded], desc: str) -> SequenceScores:
+        torch.manual_seed(self.s.mc_seed)  # the dropout masks
+        with models.mc_dropout(self.model):
+            return self._score(items, self.s.mc_passes, desc)
+
+    def _score(self, items: list[Encoded], passes: int, desc: str) -> SequenceScores:
+        return distributed.map_shards(
+            items,
+            lambda part: score(
+                self.model,
+                part,
+                self.pad_id,
+                self.s.batch_tokens,
+                passes=passes,
+                length_norm=self.s.length_norm,
+                desc=desc,
+            ),
+            SequenceScores.cat,
+        )
+
+    # ------------------------------------------------------------------ base model
+    def _base(self) -> SequenceScores:
+        """Never changes for an example: looked up in the cache, computed for what is missing."""
+        if not self.adapted:  # before the first round the tuned model is the base model
+            return self.tuned()
+        gold = self.s.target == "gold"
+        cache = self.cache()
+        keys = [
+            cache.key(x.prompt_ids, x.target_ids if gold else extra)
+            for x, extra in zip(self.items, self.answer_keys, strict=True)
+        ]
+        rows = cache.fetch(keys, self._base_columns)
+        return SequenceScores(*(torch.stack([r[c] for r in rows]) for c in _SCORE_COLUMNS))
+
+    def _base_columns(self, missing: list[int]) -> dict[str, torch.Tensor]:
+        items = [self.items[i] for i in missing]
+        with self.model.disable_adapter():
+            if self.s.target == "generated":
+                answers = self.answer(self.model, missing, True)
+                items = [Encoded(x.prompt_ids, a) for x, a in zip(items, answers, strict=True)]
+            scores = self._score(items, 1, "scoring (base)")
+        return {c: getattr(scores, c) for c in _SCORE_COLUMNS}
