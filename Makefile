@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.star-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-integration lint bench clean
+.PHONY: install demo test test-integration lint bench bench-experiments clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ lint: install
 # speed against a naive scorer and the FLOP ceiling, in one process (docs/performance.md)
 bench: install
 	$(BIN)/python benchmarks/scoring.py
+
+# a sweep and a `star next` with star's savings off, exact, and approximate (~45 min on 2 cores)
+bench-experiments: install
+	$(BIN)/python benchmarks/experiments.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) runs .cache

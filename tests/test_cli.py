@@ -92,3 +92,23 @@ def test_acceptance_command(tmp_path):
     again = star("run", "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert [line.split()[:2] for line in again.stdout.splitlines()[2:]] == [["0", "8"], ["1", "16"]]
+
+
+def test_sweep_runs_one_single_thread_run_per_core_costliest_first(monkeypatch, tmp_path, capsys):
+    import star.sweep
+
+    seen = {}
+
+    def fake(root, pairs, run_args, jobs, threads, on_done):
+        seen.update(pairs=[(p.strategy, p.seed) for p in pairs], jobs=jobs, threads=threads)
+        return {p: 0 for p in pairs}
+
+    monkeypatch.setattr(star.sweep, "sweep", fake)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    args = ["sweep", "--strategies", "random,pe,star", "--seeds", "0,1", "--out", str(tmp_path)]
+    assert main([*args, "--model", "tiny-random"]) == 0
+    assert seen["pairs"] == [
+        ("star", 0), ("pe", 0), ("random", 0), ("star", 1), ("pe", 1), ("random", 1)
+    ]  # fmt: skip
+    assert seen["jobs"] == 2 and seen["threads"] is None  # sweep(): cores ÷ jobs = 1 thread
+    assert "6 runs in" in capsys.readouterr().out

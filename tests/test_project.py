@@ -317,3 +317,57 @@ def test_csv_batches_come_back_as_labels(project, tmp_path):
     with Project.open(project) as p:
         assert p.labels() == {rows[0]["id"]: GOLD[rows[0]["id"]]}
         assert p.pending() == {r["id"] for r in rows[1:]}
+
+
+def test_random_next_answers_only_the_chosen_and_scores_nothing(tmp_path, monkeypatch):
+    """A new user's first `star next` with random: no forward pass over the candidates, and
+    the model's answers (for the batch file) for the k chosen items only, before and after a
+    trained round."""
+    from star import signals
+
+    path = tmp_path / "proj"
+    pool = EXAMPLES / "pool.jsonl"
+    assert star("init", path, "--pool", pool, "--strategy", "random", *FAST) == 0
+    monkeypatch.setattr(signals, "score", lambda *a, **k: pytest.fail("a candidate was scored"))
+    answered = []
+    real = Project._answers
+
+    def counting(self, model, tok, items, budget, length):
+        answered.append(len(items))
+        return real(self, model, tok, items, budget, length)
+
+    monkeypatch.setattr(Project, "_answers", counting)
+    assert star("next", path, "--k", 3, "--out", tmp_path / "b0.jsonl") == 0
+    assert answered == [3]
+    filled = fill(tmp_path / "b0.jsonl", tmp_path / "l0.jsonl", GOLD)
+    assert star("label", path, filled) == 0
+    assert star("train", path) == 0
+    answered.clear()
+    assert star("next", path, "--k", 2, "--out", tmp_path / "b1.jsonl") == 0
+    assert answered == [2]
+    rows = [json.loads(x) for x in (tmp_path / "b1.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(isinstance(r["model_answer"], str) for r in rows)
+
+
+def test_answers_are_as_long_as_short_labels_need(tmp_path):
+    from star import model as models
+    from star.config import ModelConfig
+
+    pool = tmp_path / "pool.csv"
+    pool.write_text("id,prompt\n" + "".join(f"q{n},Is {n} even?\n" for n in range(6)))
+    path = tmp_path / "p"
+    assert star("init", path, "--pool", pool, *FAST) == 0
+    _, tok = models.load(ModelConfig(name="tiny-random"))
+    with Project.open(path) as p:
+        assert p.answer_length(tok) == 64  # no labels yet: --max-new-tokens
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"id": "q0", "label": "yes"}\n{"id": "q1", "label": "no"}\n')
+    assert star("label", path, labels, "--allow-unexported") == 0
+    longest = max(len(tok(w, add_special_tokens=False)["input_ids"]) for w in ("yes", "no"))
+    with Project.open(path) as p:
+        assert p.answer_length(tok) == longest + 1
+    long = tmp_path / "long.jsonl"
+    long.write_text('{"id": "q3", "label": "' + "no, because it is odd " * 3 + '"}\n')
+    assert star("label", path, long, "--allow-unexported") == 0
+    with Project.open(path) as p:
+        assert p.answer_length(tok) == 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -159,7 +160,10 @@ def _add_experiment_commands(sub) -> None:
     sweep.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
     sweep.add_argument("--out", type=Path, required=True, help="folder of the runs")
     sweep.add_argument(
-        "--jobs", type=int, default=1, help="pairs run at once (cores ÷ jobs threads each)"
+        "--jobs",
+        type=int,
+        help="pairs run at once, cores ÷ jobs threads each; unset: one single-thread run per "
+        "core (2–4× the throughput of one run on every core: docs/performance.md)",
     )
     sweep.add_argument("--threads", type=int, help="threads per run instead of cores ÷ jobs")
     sweep.add_argument("--config", type=Path, help="YAML file of run options for every pair")
@@ -178,7 +182,7 @@ def _add_experiment_commands(sub) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from star.state import read_tree
     from star.strategies import STRATEGIES
-    from star.sweep import Pair, sweep
+    from star.sweep import Pair, cost, sweep
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in strategies:
@@ -200,15 +204,17 @@ def _sweep(args: argparse.Namespace) -> int:
     for path, value in given.items():
         value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         run_args += [f"--{known[path].flag}", str(value)]
-    # Seed-major, so a sweep stopped early still compares every strategy on the same seeds.
-    pairs = [Pair(s, seed) for seed in seeds for s in strategies]
-    print(f"{len(pairs)} runs in {args.out}, {args.jobs} at a time", flush=True)
+    # Seed-major, so a sweep stopped early still compares every strategy on the same seeds;
+    # within a seed the costliest first, so no core idles behind one long last run.
+    pairs = [Pair(s, seed) for seed in seeds for s in sorted(strategies, key=cost, reverse=True)]
+    jobs = args.jobs or min(len(pairs), os.cpu_count() or 1)
+    print(f"{len(pairs)} runs in {args.out}, {jobs} at a time", flush=True)
 
     def done(pair: Pair, code: int, seconds: float) -> None:
         state = "finished" if code == 0 else f"FAILED (exit {code}; see its log in OUT/logs)"
         print(f"{pair.strategy:<16} seed {pair.seed}: {state} in {seconds:.0f} s", flush=True)
 
-    codes = sweep(args.out, pairs, run_args, args.jobs, args.threads, done)
+    codes = sweep(args.out, pairs, run_args, jobs, args.threads, done)
     failed = [p for p, c in codes.items() if c != 0]
     if failed:
         print(f"star: error: {len(failed)} of {len(pairs)} runs failed", file=sys.stderr)

@@ -225,10 +225,15 @@ class Run:
             answer_kind=f"greedy:{self.spec.max_new_tokens}",
         )
 
+    def _subsample(self) -> int | None:
+        """Candidate subsampling saves scoring; a strategy that scores nothing keeps all."""
+        strategy = STRATEGIES[self.config.strategy]
+        return self.config.loop.max_candidates if strategy.reads_model else None
+
     def select(self, model, k: int, labeled: dict[str, int]) -> None:
         unlabeled = [e for e in self.splits.pool if e.id not in labeled]
         subset = torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SUBSAMPLE))
-        keep = subsample(len(unlabeled), self.config.loop.max_candidates, subset)
+        keep = subsample(len(unlabeled), self._subsample(), subset)
         candidates = [unlabeled[i] for i in keep]
         u = self.config.uncertainty
         items = [self.gold[e.id] for e in candidates]

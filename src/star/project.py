@@ -46,10 +46,12 @@ from star.pool import Fields, Item, read_items
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import atomic_write, lock_dir, save_adapter_to
 from star.strategies import STRATEGIES, select_top_k
-from star.tasks import MAX_DETECTED_LABELS, normalised_text
+from star.tasks import normalised_text
 from star.train import train_adapter
 
 log = logging.getLogger(__name__)
+
+SHORT_LABEL = 8  # tokens: labels no longer than this are class names, not free answers
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -408,7 +410,12 @@ class Project:
         seed_round = len(rounds)
         subset = torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SUBSAMPLE))
         candidates = [
-            candidates[i] for i in subsample(len(candidates), run.loop.max_candidates, subset)
+            candidates[i]
+            for i in subsample(
+                len(candidates),
+                run.loop.max_candidates if STRATEGIES[run.strategy].reads_model else None,
+                subset,
+            )
         ]
         base, tok, budget = self._load()
         tuned = self._adapted(base, last)
@@ -489,13 +496,15 @@ class Project:
         )
 
     def answer_length(self, tok) -> int:
-        """New tokens to generate: the longest label plus one once the labels so far form a
-        closed set (a classification pool needs a few tokens, not --max-new-tokens)."""
-        labels = list(self.labels().values())
-        values = set(labels)
-        if not labels or len(values) > MAX_DETECTED_LABELS or 3 * len(values) > len(labels):
+        """New tokens to generate: once every label so far is short (a class name, a letter,
+        a number: at most SHORT_LABEL tokens), the longest of them plus one; a classification
+        pool needs a few tokens, not --max-new-tokens of a base model rambling on."""
+        values = set(self.labels().values())
+        if not values:
             return self.settings.max_new_tokens
         longest = max(len(tok(v, add_special_tokens=False)["input_ids"]) for v in values)
+        if longest > SHORT_LABEL:
+            return self.settings.max_new_tokens
         return min(self.settings.max_new_tokens, longest + 1)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:

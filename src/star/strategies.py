@@ -38,18 +38,21 @@ class Strategy:
     help: str
     score: Callable[[Signals], torch.Tensor]  # Signals -> (n,) scores
     defaults: Mapping[str, Any] = field(default_factory=dict)  # config paths it sets if unset
+    reads_model: bool = True  # False: needs no forward pass (candidate subsampling skips it)
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register(name: str, help: str, defaults: Mapping[str, Any] | None = None):
+def register(
+    name: str, help: str, defaults: Mapping[str, Any] | None = None, reads_model: bool = True
+):
     """Register `fn(signals) -> (n,) scores` under `name` (user strategies too)."""
 
     def wrap(fn: Callable[[Signals], torch.Tensor]) -> Callable[[Signals], torch.Tensor]:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}))
+        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}), reads_model)
         return fn
 
     return wrap
@@ -81,9 +84,9 @@ def dynamic(measure: str | None) -> Callable[[Signals], torch.Tensor]:
     return score
 
 
-register("random", "uniform random sampling: the baseline every strategy must beat")(
-    lambda s: torch.rand(s.size, generator=s.generator)
-)
+register(
+    "random", "uniform random sampling: the baseline every strategy must beat", reads_model=False
+)(lambda s: torch.rand(s.size, generator=s.generator))
 for _m, _name in _MEASURE_NAMES.items():
     register(_m, f"{_name} of the tuned model")(plain(_m))
     register(f"{_m}-subtract", f"{_name}: normalised tuned minus normalised base model")(

@@ -15,6 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from star.strategies import STRATEGIES
+
+
+def cost(strategy: str) -> int:
+    """A rough rank of a strategy's run time: 0 no scoring, 1 one pass, K for K MC passes."""
+    if strategy == "random":
+        return 0
+    return int(STRATEGIES[strategy].defaults.get("uncertainty.mc_passes", 1))
+
 
 @dataclass(frozen=True)
 class Pair:

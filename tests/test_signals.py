@@ -1,0 +1,166 @@
+"""The selection path: signals computed only when read, two-stage MC and subsampling as
+stated, and merged-LoRA passes equal to unmerged ones with the base weights left bit-identical."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from star import model as models
+from star import signals as signals_module
+from star.cache import SignalCache
+from star.config import LoraConfig
+from star.data import Encoded
+from star.scoring import score
+from star.signals import PoolSignals, SignalSettings, subsample
+from star.strategies import STRATEGIES
+
+SETTINGS = SignalSettings(
+    target="gold",
+    length_norm=False,
+    mc_passes=3,
+    mc_top=None,
+    star_measure="pe",
+    batch_tokens=64,
+    mc_seed=5,
+    merge=False,
+    answer_kind="greedy:4",
+)
+
+
+def items(n: int, seed: int = 0) -> list[Encoded]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Encoded(
+            torch.randint(100, 5000, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g)
+            .tolist(),
+            torch.randint(100, 5000, (2,), generator=g).tolist(),
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture
+def tuned(tiny):
+    """The tiny model with a trained-looking adapter (B non-zero), taken off afterwards."""
+    model, tok = tiny
+    config = LoraConfig(r=4, alpha=8, dropout=0.2, target_modules=("q_proj", "v_proj", "up_proj"))
+    peft = models.attach_lora(model, config, 0)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+    peft.eval()
+    yield peft, tok
+    peft.unload()
+
+
+class Spy:
+    """Records (items, passes) of every scoring call and every answer request."""
+
+    def __init__(self, monkeypatch):
+        self.scored: list[tuple[int, int]] = []
+        self.answered: list[int] = []
+        real = signals_module.score
+
+        def spy(model, part, *args, passes=1, **kwargs):
+            self.scored.append((len(part), passes))
+            return real(model, part, *args, passes=passes, **kwargs)
+
+        monkeypatch.setattr(signals_module, "score", spy)
+
+    def answer(self, model, positions, base):
+        self.answered.extend(positions)
+        return [[7, 8] for _ in positions]
+
+
+def source(model, spy, n=12, cache=None, **settings) -> PoolSignals:
+    return PoolSignals(
+        model,
+        items(n),
+        0,
+        dataclasses.replace(SETTINGS, **settings),
+        spy.answer,
+        cache or (lambda: pytest.fail("the base cache was not needed")),
+    )
+
+
+def signals_of(pool: PoolSignals):
+    return pool.signals(0, torch.Generator().manual_seed(0))
+
+
+def test_random_runs_no_forward_pass(tuned, monkeypatch):
+    spy = Spy(monkeypatch)
+    pool = source(tuned[0], spy, target="generated")
+    scores = STRATEGIES["random"].score(signals_of(pool))
+    assert scores.shape == (12,) and spy.scored == [] and spy.answered == []
+
+
+def test_a_tuned_only_strategy_never_asks_for_the_base_model(tuned, monkeypatch):
+    spy = Spy(monkeypatch)
+    pool = source(tuned[0], spy, mc_passes=1)
+    signals = signals_of(pool)
+    STRATEGIES["pe"].score(signals)
+    STRATEGIES["entropy"].score(signals)  # the same pass, memoised
+    assert spy.scored == [(12, 1)]
+
+
+def test_base_signals_come_from_the_cache_once(tuned, monkeypatch, tmp_path):
+    spy = Spy(monkeypatch)
+    cache = SignalCache(tmp_path, "ns")
+    first = source(tuned[0], spy, mc_passes=1, cache=lambda: cache).base()
+    assert spy.scored == [(12, 1)]
+    again = source(tuned[0], spy, mc_passes=1, cache=lambda: SignalCache(tmp_path, "ns")).base()
+    assert spy.scored == [(12, 1)]  # nothing recomputed
+    assert torch.equal(first.pe, again.pe) and torch.equal(first.n_tokens, again.n_tokens)
+    with tuned[0].disable_adapter():
+        direct = score(tuned[0], items(12), 0, 64)
+    assert torch.allclose(first.pe, direct.pe, atol=1e-5)
+
+
+def test_two_stage_mc_runs_k_passes_only_over_the_top_m(tuned, monkeypatch):
+    spy = Spy(monkeypatch)
+    model = tuned[0]
+    deterministic = source(model, spy, mc_passes=1).tuned()
+    spy.scored.clear()
+    two_stage = source(model, spy, mc_top=4).tuned()
+    assert spy.scored == [(12, 1), (4, 3)]  # one pass over all, K = 3 over the top 4
+    top = sorted(range(12), key=lambda i: -float(deterministic.pe[i]))[:4]
+    rest = [i for i in range(12) if i not in top]
+    assert torch.equal(two_stage.pe[rest], deterministic.pe[rest])
+    assert torch.equal(two_stage.bald[rest], torch.zeros(8))
+    assert (two_stage.bald[top] > 0).all()  # dropout live on the top 4
+    assert not torch.equal(two_stage.pe[top], deterministic.pe[top])
+    # with M ≥ n it is the exact K-pass run, mask for mask
+    spy.scored.clear()
+    everything = source(model, spy, mc_top=12).tuned()
+    exact = source(model, spy).tuned()
+    assert spy.scored == [(12, 3), (12, 3)]
+    assert torch.equal(everything.pe, exact.pe) and torch.equal(everything.bald, exact.bald)
+
+
+def test_subsample_is_seeded_sorted_and_all_when_unset():
+    a = subsample(10, 4, torch.Generator().manual_seed(3))
+    assert a == subsample(10, 4, torch.Generator().manual_seed(3))
+    assert len(a) == 4 and a == sorted(a) and len(set(a)) == 4
+    assert a != subsample(10, 4, torch.Generator().manual_seed(4))
+    assert subsample(10, None, torch.Generator()) == list(range(10))
+    assert subsample(3, 5, torch.Generator()) == [0, 1, 2]
+
+
+def test_merged_passes_equal_unmerged_and_leave_the_base_bit_identical(tuned):
+    model, tok = tuned
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    pool = items(16)
+    unmerged = score(model, pool, 0, 64)
+    with models.merged(model):
+        merged = score(model, pool, 0, 64)
+        assert any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
+    assert torch.allclose(merged.pe, unmerged.pe, atol=1e-4)
+    assert torch.allclose(merged.token_entropy, unmerged.token_entropy, atol=1e-4)
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, before[name]), name  # bit for bit, not within rounding
+    assert torch.equal(score(model, pool, 0, 64).pe, unmerged.pe)  # unmerged again
+    with models.merged(model, on=False):
+        assert not any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
