@@ -12,7 +12,8 @@ Then a labelling project on BANKING77's 9,999 training texts, after one trained 
 the wall time of `star next --k 100` with `random` and with `star` (approximations on).
 
 Prints `sweep_speedup_exact`, `sweep_speedup_approx`, `approx_selection_overlap`,
-`approx_aulc_delta` and `next_seconds_10k`. ~45 minutes on a 2-core CPU.
+`approx_aulc_delta`, `next_seconds_10k`, and what a Monte-Carlo pass costs against a
+deterministic one. ~45 minutes on a 2-core CPU; a finished part is reused when rerun.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SWEEP = [
 ]  # fmt: skip
 OFF = ["--jobs", "1", "--signal-cache", "false", "--merge-lora", "false"]
 APPROX = ["--mc-top", "30", "--max-candidates", "100"]
+MC_ONLY = ["--mc-top", "30", "--strategies", "star"]
 
 
 SMOKE = [  # --smoke: the same steps on the tiny random model, to check the script in a minute
@@ -115,6 +117,66 @@ def overlap_and_aulc(exact: Path, approx: Path) -> tuple[float, float]:
     return common / max(total, 1), sum(deltas) / max(len(deltas), 1)
 
 
+def phases(root: Path) -> dict[str, dict[str, float]]:
+    """Seconds per phase (summed over a run's rounds, mean over seeds) of each strategy."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for run in sorted(p for p in root.iterdir() if (p / "metrics.jsonl").exists()):
+        config = (run / "config.yaml").read_text()
+        strategy = config.split("strategy: ", 1)[1].split()[0]
+        totals: dict[str, float] = {}
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            for phase, seconds in json.loads(line)["seconds_per_phase"].items():
+                totals[phase] = totals.get(phase, 0.0) + seconds
+        for phase, seconds in totals.items():
+            out.setdefault(strategy, {}).setdefault(phase, []).append(seconds)
+    return {s: {p: sum(v) / len(v) for p, v in ph.items()} for s, ph in out.items()}
+
+
+def mc_pass_cost(out: Path, smoke: bool) -> dict[str, float]:
+    """Seconds of one scoring pass over 96 trec prompts, one thread: deterministic, with
+    dropout masks from nn.Dropout (star ≤ 0.3), and from `sampled_dropout` (star's MC)."""
+    stamp = out / "mc_pass_cost.json"
+    if stamp.exists():
+        return json.loads(stamp.read_text())
+    import torch
+
+    from star import model as models
+    from star.config import LoraConfig, ModelConfig
+    from star.data import encode
+    from star.scoring import score
+    from star.tasks import load_split
+
+    torch.set_num_threads(1)
+    base, tok = models.load(ModelConfig(name="tiny-random" if smoke else "smollm2-135m"))
+    items = encode(load_split("trec", "train")[:96], tok, 128, 16)
+    peft = models.attach_lora(base, LoraConfig(r=16, alpha=16), 0).eval()
+    live = [m for n, m in peft.named_modules() if n.endswith("lora_dropout.default")]
+
+    def timed(repeats: int = 2) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            score(peft, items, tok.pad_token_id, 512)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    times = {"deterministic": timed()}
+    for m in live:
+        m.train()  # what mc_dropout did before: PEFT's own nn.Dropout draws the masks
+    times["nn.Dropout"] = timed()
+    peft.eval()
+    with models.mc_dropout(peft):
+        times["sampled"] = timed()
+    stamp.write_text(json.dumps(times))
+    return times
+
+
+def run_seconds(root: Path, strategy: str) -> float:
+    """Mean wall time of a strategy's runs in a sweep (their rounds' `seconds`)."""
+    runs = [r for r in find_runs([root]) if r.strategy == strategy]
+    return sum(r.seconds for r in runs) / len(runs)
+
+
 def write_pool(path: Path, size: int | None) -> int:
     """BANKING77's training texts as an unlabelled pool file, and 64 of them labelled."""
     rows = [
@@ -170,7 +232,16 @@ def main() -> None:
     problems = compare_exact(out / "off", out / "exact")
     approx = timed_sweep(out / "approx", APPROX, out / "signals-approx", args.smoke)
     overlap, delta = overlap_and_aulc(out / "exact", out / "approx")
+    # each approximation alone, on the strategy it serves: two-stage MC on `star`
+    mc_only = timed_sweep(out / "approx-mc", MC_ONLY, out / "signals-approx-mc", args.smoke)
+    mc_overlap, mc_delta = overlap_and_aulc(out / "exact", out / "approx-mc")
     nxt = next_seconds(out / "next", args.smoke)
+    mc = mc_pass_cost(out, args.smoke)
+    print("seconds per run and phase (mean over seeds; sums over rounds):")
+    for name in ("off", "exact", "approx"):
+        for strategy, ph in sorted(phases(out / name).items()):
+            cells = ", ".join(f"{p} {v:.0f}" for p, v in ph.items())
+            print(f"  {name:<6} {strategy:<8} {cells}")
     print(f"sweep wall time: off {off:.0f} s, exact {exact:.0f} s, approx {approx:.0f} s")
     for p in problems:
         print(f"NOT EXACT: {p}")
@@ -179,8 +250,19 @@ def main() -> None:
     print(f"sweep_speedup_approx: {off / approx:.2f}x")
     print(f"approx_selection_overlap: {overlap:.2f}")
     print(f"approx_aulc_delta: {delta:+.3f}")
+    faster = run_seconds(out / "exact", "star") / run_seconds(out / "approx-mc", "star")
+    print(
+        f"two-stage MC alone (star runs): {faster:.2f}x "
+        f"faster per run, overlap {mc_overlap:.2f}, aulc delta {mc_delta:+.3f} "
+        f"(sweep of the star runs alone: {mc_only:.0f} s)"
+    )
     print(f"next_seconds_random_10k: {nxt['random']:.0f} (pool of {nxt['pool']})")
     print(f"next_seconds_10k: {nxt['star']:.0f}")
+    print(
+        f"mc_pass_cost: nn.Dropout masks {mc['nn.Dropout'] / mc['deterministic']:.2f}x, "
+        f"sampled masks {mc['sampled'] / mc['deterministic']:.2f}x a deterministic pass "
+        f"({mc['deterministic']:.1f} s)"
+    )
     if problems:
         sys.exit(1)
 

@@ -1,5 +1,6 @@
 """Shared fixtures: a repo-local model cache and the tiny random Llama, loaded once."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,6 +14,24 @@ os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".
 def flags(**options) -> list[str]:
     """Command-line flags from keywords: flags(init_size=4) == ["--init-size", "4"]."""
     return [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def signal_settings(**changes):
+    """SignalSettings of a small gold-target run, with `changes`."""
+    from star.signals import SignalSettings
+
+    settings = SignalSettings(
+        target="gold",
+        length_norm=False,
+        mc_passes=1,
+        mc_top=None,
+        star_measure="pe",
+        batch_tokens=64,
+        mc_seed=5,
+        merge=False,
+        answer_kind="greedy:4",
+    )
+    return dataclasses.replace(settings, **changes)
 
 
 @pytest.fixture(scope="session")

@@ -7,23 +7,14 @@ import logging
 
 import pytest
 import torch
+from conftest import signal_settings
 
 from star import model as models
 from star.cache import SignalCache, entry_key, namespace, weights_fingerprint
 from star.config import LoraConfig
-from star.signals import SignalSettings, base_cache
+from star.signals import base_cache
 
-SETTINGS = SignalSettings(
-    target="gold",
-    length_norm=False,
-    mc_passes=1,
-    mc_top=None,
-    star_measure="pe",
-    batch_tokens=512,
-    mc_seed=0,
-    merge=False,
-    answer_kind="greedy:8",
-)
+SETTINGS = signal_settings()
 
 
 def columns(n: int, start: float = 0.0) -> dict[str, torch.Tensor]:

@@ -363,11 +363,18 @@ def test_answers_are_as_long_as_short_labels_need(tmp_path):
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"id": "q0", "label": "yes"}\n{"id": "q1", "label": "no"}\n')
     assert star("label", path, labels, "--allow-unexported") == 0
-    longest = max(len(tok(w, add_special_tokens=False)["input_ids"]) for w in ("yes", "no"))
+    assert [len(tok(w, add_special_tokens=False)["input_ids"]) for w in ("yes", "no")] == [1, 1]
     with Project.open(path) as p:
-        assert p.answer_length(tok) == longest + 1
+        assert p.answer_length(tok) == 2  # 1 + 1 + 0
     long = tmp_path / "long.jsonl"
-    long.write_text('{"id": "q3", "label": "' + "no, because it is odd " * 3 + '"}\n')
+    answer = "no, because it is odd " * 2
+    long.write_text('{"id": "q3", "label": "' + answer + '"}\n')
     assert star("label", path, long, "--allow-unexported") == 0
+    n = len(tok(answer.strip(), add_special_tokens=False)["input_ids"])
     with Project.open(path) as p:
-        assert p.answer_length(tok) == 64
+        assert p.answer_length(tok) == n + 1 + n // 2 < 64
+    longer = tmp_path / "longer.jsonl"
+    longer.write_text('{"id": "q4", "label": "' + answer * 5 + '"}\n')
+    assert star("label", path, longer, "--allow-unexported") == 0
+    with Project.open(path) as p:
+        assert p.answer_length(tok) == 64  # capped by --max-new-tokens

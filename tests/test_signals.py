@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import signal_settings
 
 from star import model as models
 from star import signals as signals_module
@@ -12,28 +13,19 @@ from star.cache import SignalCache
 from star.config import LoraConfig
 from star.data import Encoded
 from star.scoring import score
-from star.signals import PoolSignals, SignalSettings, subsample
+from star.signals import PoolSignals, subsample
 from star.strategies import STRATEGIES
 
-SETTINGS = SignalSettings(
-    target="gold",
-    length_norm=False,
-    mc_passes=3,
-    mc_top=None,
-    star_measure="pe",
-    batch_tokens=64,
-    mc_seed=5,
-    merge=False,
-    answer_kind="greedy:4",
-)
+SETTINGS = signal_settings(mc_passes=3)
 
 
 def items(n: int, seed: int = 0) -> list[Encoded]:
     g = torch.Generator().manual_seed(seed)
     return [
         Encoded(
-            torch.randint(100, 5000, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g)
-            .tolist(),
+            torch.randint(
+                100, 5000, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g
+            ).tolist(),
             torch.randint(100, 5000, (2,), generator=g).tolist(),
         )
         for _ in range(n)

@@ -51,8 +51,6 @@ from star.train import train_adapter
 
 log = logging.getLogger(__name__)
 
-SHORT_LABEL = 8  # tokens: labels no longer than this are class names, not free answers
-
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """One append of whole lines, then fsync: a crash leaves at most a cut last line, which
@@ -496,16 +494,14 @@ class Project:
         )
 
     def answer_length(self, tok) -> int:
-        """New tokens to generate: once every label so far is short (a class name, a letter,
-        a number: at most SHORT_LABEL tokens), the longest of them plus one; a classification
-        pool needs a few tokens, not --max-new-tokens of a base model rambling on."""
+        """New tokens to generate: once there are labels, the longest so far and half as much
+        again (capped by --max-new-tokens). A class name needs a few tokens, not 64 of a base
+        model rambling on; free answers keep a margin over the longest one seen."""
         values = set(self.labels().values())
         if not values:
             return self.settings.max_new_tokens
         longest = max(len(tok(v, add_special_tokens=False)["input_ids"]) for v in values)
-        if longest > SHORT_LABEL:
-            return self.settings.max_new_tokens
-        return min(self.settings.max_new_tokens, longest + 1)
+        return min(self.settings.max_new_tokens, longest + 1 + longest // 2)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         rounds = self.rounds()
