@@ -117,27 +117,3 @@ def test_vocabulary_blocks_change_nothing(tiny, items, reference, monkeypatch):
     fast = score(model, items, tok.pad_token_id, 400)
     assert torch.allclose(fast.pe, reference[0], atol=1e-4, rtol=1e-5)
     assert torch.allclose(fast.token_entropy, reference[1], atol=1e-4, rtol=1e-5)
-
-
-def test_sampled_dropout_keeps_1_minus_p_scaled_and_is_seeded():
-    x = torch.ones(400, 500)
-    torch.manual_seed(3)
-    y = models.sampled_dropout(x, 0.2)
-    kept = y != 0
-    assert abs(kept.float().mean().item() - 0.8) < 0.005  # 200,000 draws: σ ≈ 0.0009
-    assert torch.equal(y[kept], torch.full((int(kept.sum()),), 1.25))  # 1 / (1 − p)
-    torch.manual_seed(3)
-    assert torch.equal(models.sampled_dropout(x, 0.2), y)
-    half = models.sampled_dropout(torch.ones(8, 4, dtype=torch.bfloat16), 0.5)
-    assert half.dtype == torch.bfloat16 and set(half.unique().tolist()) <= {0.0, 2.0}
-
-
-def test_mc_dropout_swaps_the_masks_in_and_out(tiny, with_adapter):
-    model = with_adapter(0.3)
-    layer = model.base_model.model.model.layers[0].self_attn.q_proj.lora_dropout["default"]
-    assert "forward" not in vars(layer)
-    with models.mc_dropout(model):
-        assert "forward" in vars(layer) and layer.training
-    assert "forward" not in vars(layer) and not layer.training
-    x = torch.ones(2, 3)
-    assert torch.equal(layer(x), x)  # eval-mode nn.Dropout again: the identity

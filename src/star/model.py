@@ -6,7 +6,6 @@ safetensors folder under $STAR_CACHE, and the tiny test model is built once, see
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import os
@@ -190,13 +189,7 @@ def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:
 def mc_dropout(model) -> Iterator[int]:
     """Monte-Carlo dropout: everything in eval mode except the LoRA dropout layers, so each
     forward is an independent dropout sample (the authors' passes ran in eval mode and were
-    identical). Yields how many dropout layers are live; restores the previous modes.
-
-    While live, a dropout layer draws its mask as `uniform >= p` (`sampled_dropout`) rather
-    than through `nn.Dropout`: the same Bernoulli(1 − p) masks scaled by 1 / (1 − p), at a
-    quarter of the cost. With LoRA on every projection, nn.Dropout's masks made a K-pass
-    forward cost ~1.7× a deterministic one (docs/performance.md).
-    """
+    identical). Yields how many dropout layers are live; restores the previous modes."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     live = [
@@ -206,23 +199,11 @@ def mc_dropout(model) -> Iterator[int]:
     ]
     for m in live:
         m.train()
-        m.forward = functools.partial(sampled_dropout, p=m.p)  # this instance only
     try:
         yield len(live)
     finally:
-        for m in live:
-            del m.forward
         for m, training in modes.items():
             m.training = training
-
-
-def sampled_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """x with each element kept with probability 1 − p and scaled by 1 / (1 − p).
-
-    x: (..., H) any float dtype; the uniforms are fp32, so p is resolved finely in bf16 too.
-    """
-    keep = torch.rand(x.shape, device=x.device) >= p  # (..., H)
-    return x * keep * (1.0 / (1.0 - p))
 
 
 @contextmanager
