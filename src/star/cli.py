@@ -163,7 +163,8 @@ def _add_experiment_commands(sub) -> None:
         "--jobs",
         type=int,
         help="pairs run at once, cores ÷ jobs threads each; unset: one single-thread run per "
-        "core (2–4× the throughput of one run on every core: docs/performance.md)",
+        "core (a sweep 1.34× faster than one run on both cores of a 2-core CPU: "
+        "docs/performance.md)",
     )
     sweep.add_argument("--threads", type=int, help="threads per run instead of cores ÷ jobs")
     sweep.add_argument("--config", type=Path, help="YAML file of run options for every pair")

@@ -425,7 +425,7 @@ class Project:
             got = self._answers(m, tok, [candidates[i] for i in positions], budget, length)
             if not of_base:
                 said.update(zip(positions, got, strict=True))
-            return [self._encode(tok, [""], [a])[0].target_ids for a, _ in got]
+            return [x.target_ids for x in self._encode(tok, [""] * len(got), [a for a, _ in got])]
 
         source = PoolSignals(
             model,
