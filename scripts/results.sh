@@ -23,7 +23,7 @@ if [ -d runs/sweep-mix ]; then
   report paper-boolq-round0 --rounds 1 runs/paper-boolq
   report zero-shot runs/zero-shot
   for r in "$OUT"/*-round0 "$OUT"/zero-shot; do rm -f "$r"/*.png; done  # one point per curve
-  .venv/bin/python scripts/mix_breakdown.py runs/sweep-mix > "$OUT/mix/by_kind.md"
+  .venv/bin/python scripts/breakdown.py runs/sweep-mix > "$OUT/mix/by_kind.md"
 fi
 # The learnability table (scripts/learnability.sh): one report per task, and the table.
 if [ -d runs/learn ]; then

@@ -175,6 +175,35 @@ def test_label_free_target_runs(tmp_path):
     assert len(read(tmp_path / "run" / "rounds" / "000" / "selected.jsonl")) == 8
 
 
+def test_a_spreading_strategy_chooses_round_0_and_resumes_to_the_same_picks(tmp_path):
+    """`typical` picks its first labels itself (loop.init_by strategy), from the base model's
+    embeddings: exactly cluster_stratified's picks, and the same again after a kill."""
+    import torch
+
+    from star.scoring import embed
+    from star.selection import cluster_stratified
+
+    config = small(strategy="typical", **{"loop.rounds": 2})
+    assert config.loop.init_by == "strategy" and config.uncertainty.target == "gold"
+    run = loop.Run(config, tmp_path / "run")
+    try:
+        pool = [run.gold[e.id].prompt_ids for e in run.splits.pool]
+        x = embed(run.base, pool, run.pad_id, run.batch_tokens)
+        g = torch.Generator().manual_seed(loop.derived_seed(0, 0, loop._INIT_SELECT))
+        picks = cluster_stratified(x, torch.zeros(0, x.shape[1]), torch.zeros(len(pool)), 8, g)
+        assert sorted(run.initial_labels()) == sorted(run.splits.pool[i].id for i in picks)
+    finally:
+        run.dir.close()
+    metrics = loop.run(config, tmp_path / "run")
+    first = read(tmp_path / "run" / "labeled.jsonl")
+    shutil.rmtree(tmp_path / "again", ignore_errors=True)
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    for name in ("metrics.jsonl", "labeled.jsonl"):  # as if killed before round 0 was saved
+        (tmp_path / "again" / name).unlink()
+    loop.run(config, tmp_path / "again")
+    assert read(tmp_path / "again" / "labeled.jsonl") == first and len(metrics) == 2
+
+
 def test_damaged_run_directory_gives_a_clear_error(full_run, tmp_path):
     out, _ = full_run
     copy = tmp_path / "damaged"

@@ -13,7 +13,7 @@ import pytest
 from conftest import flags
 
 from star.cli import main
-from star.report import RunResult, paired_interval
+from star.report import RunResult, labels_to_reach, paired_interval, reach_table
 
 SWEEP = flags(
     task="obqa",
@@ -41,6 +41,29 @@ def test_paired_interval_brackets_the_mean_and_is_a_point_for_one_seed():
     lo, hi = paired_interval([0.1, 0.2, 0.3])
     assert 0.1 <= lo <= 0.2 <= hi <= 0.3
     assert paired_interval([0.05]) == (0.05, 0.05)
+
+
+def test_labels_to_reach_interpolates_on_the_curve():
+    assert labels_to_reach([16, 32, 64], [0.2, 0.4, 0.6], 0.5) == pytest.approx(48.0)
+    assert labels_to_reach([16, 32, 64], [0.5, 0.4, 0.6], 0.3) == 16.0  # there from the start
+    assert labels_to_reach([16, 32, 64], [0.2, 0.3, 0.35], 0.4) is None
+
+
+def test_reach_table_is_a_share_of_randoms_labels():
+    """Random ends at 0.4 and 0.6 (mean 0.5); the mean curve of the other reaches 0.5 halfway
+    between 16 and 32 labels: 24 labels, 38 % of random's 64; both seeds get there."""
+    runs = {
+        "random": [
+            RunResult(Path("r0"), "random", 0, [16, 32, 64], [0.2, 0.3, 0.4], [0] * 3),
+            RunResult(Path("r1"), "random", 1, [16, 32, 64], [0.2, 0.3, 0.6], [0] * 3),
+        ],
+        "typical": [
+            RunResult(Path("t0"), "typical", 0, [16, 32, 64], [0.4, 0.6, 0.7], [0] * 3),
+            RunResult(Path("t1"), "typical", 1, [16, 32, 64], [0.4, 0.6, 0.7], [0] * 3),
+        ],
+    }
+    row = reach_table(runs).splitlines()[-1]
+    assert row == "| typical | 2 | 0.500 (64) | 24.0 | 38% | 2 of 2 |"
 
 
 @pytest.fixture(scope="module")

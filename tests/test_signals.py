@@ -12,7 +12,7 @@ from star import signals as signals_module
 from star.cache import SignalCache
 from star.config import LoraConfig
 from star.data import Encoded
-from star.scoring import score
+from star.scoring import embed, score
 from star.signals import PoolSignals, subsample
 from star.strategies import STRATEGIES
 
@@ -73,7 +73,7 @@ def source(model, spy, n=12, cache=None, **settings) -> PoolSignals:
         0,
         dataclasses.replace(SETTINGS, **settings),
         spy.answer,
-        cache or (lambda: pytest.fail("the base cache was not needed")),
+        cache or (lambda kind: pytest.fail("the base cache was not needed")),
     )
 
 
@@ -100,14 +100,62 @@ def test_a_tuned_only_strategy_never_asks_for_the_base_model(tuned, monkeypatch)
 def test_base_signals_come_from_the_cache_once(tuned, monkeypatch, tmp_path):
     spy = Spy(monkeypatch)
     cache = SignalCache(tmp_path, "ns")
-    first = source(tuned[0], spy, mc_passes=1, cache=lambda: cache).base()
+    first = source(tuned[0], spy, mc_passes=1, cache=lambda kind: cache).base()
     assert spy.scored == [(12, 1)]
-    again = source(tuned[0], spy, mc_passes=1, cache=lambda: SignalCache(tmp_path, "ns")).base()
+    again = source(
+        tuned[0], spy, mc_passes=1, cache=lambda kind: SignalCache(tmp_path, "ns")
+    ).base()
     assert spy.scored == [(12, 1)]  # nothing recomputed
     assert torch.equal(first.pe, again.pe) and torch.equal(first.n_tokens, again.n_tokens)
     with tuned[0].disable_adapter():
         direct = score(tuned[0], items(12), 0, 64)
     assert torch.allclose(first.pe, direct.pe, atol=1e-5)
+
+
+def test_an_embedding_does_not_depend_on_its_batch(tiny):
+    model, _ = tiny
+    prompts = [x.prompt_ids for x in items(6)]
+    together = embed(model, prompts, 0, 64)  # several batches, right-padded
+    alone = torch.cat([embed(model, [p], 0, 64) for p in prompts])
+    assert together.shape == (6, model.config.hidden_size)
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_embeddings_are_the_base_models_and_cached_once(tuned, monkeypatch, tmp_path):
+    """Candidates then labelled prompts, adapter switched off, computed once per prompt."""
+    calls: list[int] = []
+    real = signals_module.embed
+    monkeypatch.setattr(
+        signals_module,
+        "embed",
+        lambda m, part, *a, **k: calls.append(len(part)) or real(m, part, *a, **k),
+    )
+    model = tuned[0]
+    labelled = [x.prompt_ids for x in items(3, seed=1)]
+    pool = PoolSignals(
+        model,
+        items(12),
+        0,
+        SETTINGS,
+        Spy(monkeypatch).answer,
+        lambda kind: SignalCache(tmp_path, kind),
+        labeled=labelled,
+    )
+    signals = signals_of(pool)
+    got, got_labelled = signals.embeddings(), signals.labeled_embeddings()
+    assert calls == [15] and got.shape[0] == 12 and got_labelled.shape[0] == 3
+    with model.disable_adapter():
+        direct = embed(model, [x.prompt_ids for x in items(12)] + labelled, 0, 64)
+    assert torch.allclose(torch.cat([got, got_labelled]), direct, atol=1e-5)
+    again = PoolSignals(
+        model,
+        items(12),
+        0,
+        SETTINGS,
+        Spy(monkeypatch).answer,
+        lambda kind: SignalCache(tmp_path, kind),
+    )
+    assert torch.equal(signals_of(again).embeddings(), got) and calls == [15]
 
 
 def test_two_stage_mc_runs_k_passes_only_over_the_top_m(tuned, monkeypatch):

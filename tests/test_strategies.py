@@ -48,6 +48,8 @@ def fake_signals(n: int, seed: int = 0, round: int = 0) -> Signals:
         generator=torch.Generator().manual_seed(seed),
         tuned=lambda: tuned,
         base=lambda: base,
+        embeddings=lambda: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)),
+        labeled_embeddings=lambda: torch.randn(2, 8, generator=torch.Generator().manual_seed(9)),
     )
 
 
@@ -62,8 +64,24 @@ def test_registry_holds_the_papers_strategies():
         "entropy-dynamic",
         "bald",
         "star",
+        "star-authors",
+        "typical",
+        "pe-cluster",
+        "pe-kmeanspp",
+        "entropy-cluster",
+        "entropy-kmeanspp",
+        "star-cluster",
+        "star-kmeanspp",
     ]
     assert STRATEGIES["star"].defaults == {"uncertainty.mc_passes": 3, "train.b_decay": 0.5}
+    assert STRATEGIES["star-cluster"].defaults == {
+        "uncertainty.mc_passes": 3,
+        "train.b_decay": 0.5,
+        "uncertainty.target": "generated",
+        "uncertainty.length_norm": True,
+        "loop.init_by": "strategy",
+    }
+    assert STRATEGIES["pe-kmeanspp"].selector == "kmeanspp"
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -75,7 +93,9 @@ def test_strategy_contract(name):
     assert a.shape == (7,) and torch.isfinite(a).all()
     assert torch.equal(a, b)
     ids = [f"id{i}" for i in range(7)]
-    assert len({s.id for s in select_top_k(ids, a, 3)}) == 3
+    chosen = strategy.choose(fake_signals(7), ids, 3)
+    assert len({s.id for s in chosen}) == 3 and [s.rank for s in chosen] == [0, 1, 2]
+    assert chosen == strategy.choose(fake_signals(7), ids, 3)  # deterministic per seed
 
 
 def test_measures_and_modes_compose():
@@ -94,6 +114,36 @@ def test_measures_and_modes_compose():
     assert torch.equal(STRATEGIES["star"].score(s), STRATEGIES["pe-dynamic"].score(s))
     # base token entropy is constant: it normalises to zeros and only the tuned term remains
     assert STRATEGIES["entropy-subtract"].score(s).tolist() == pytest.approx([1, 2 / 3, 1 / 3, 0])
+    # the authors' formula: raw tuned pe [0, 1, 2, 3] · 0.1 + 0.9 · N(base) [0, 1/9, 4/9, 1]
+    assert STRATEGIES["star-authors"].score(s).tolist() == pytest.approx([0, 0.2, 0.6, 1.2])
+    # a selector changes the picks, never the scores
+    assert torch.equal(STRATEGIES["pe-cluster"].score(s), STRATEGIES["pe"].score(s))
+    assert STRATEGIES["typical"].score(s).tolist() == [0, 0, 0, 0]
+
+
+def test_top_selector_keeps_the_id_tie_rule():
+    s = fake_signals(4)
+    ids = ["d", "c", "b", "a"]
+    assert STRATEGIES["pe"].choose(s, ids, 2) == select_top_k(ids, STRATEGIES["pe"].score(s), 2)
+
+
+def test_spread_selector_picks_one_per_cluster():
+    """Two tight groups, nothing labelled, k = 2: one pick from each, the best-scored there."""
+    groups = torch.tensor([[1.0, 0.1], [1.0, 0.0], [1.0, -0.1], [-1.0, 0.1], [-1.0, 0.0]])
+    scores = SequenceScores(
+        torch.tensor([0.0, 0.2, 0.9, 0.5, 0.1]), torch.zeros(5), torch.zeros(5), torch.ones(5)
+    )
+    s = Signals(
+        size=5,
+        round=1,
+        generator=torch.Generator().manual_seed(0),
+        tuned=lambda: scores,
+        base=lambda: scores,
+        embeddings=lambda: groups,
+        labeled_embeddings=lambda: torch.zeros(0, 2),
+    )
+    chosen = STRATEGIES["pe-cluster"].choose(s, ["a", "b", "c", "d", "e"], 2)
+    assert sorted(c.id for c in chosen) == ["c", "d"]
 
 
 def test_random_follows_its_seed():

@@ -101,6 +101,12 @@ class LoopConfig:
         "approximation: score only a seeded random subset of this many unlabelled candidates "
         "per round (baal's max_sample); unset: all (exact)",
     )
+    init_by: str | None = _opt(
+        None,
+        "who chooses round 0's labels: random (the paper) or the strategy, on the base model "
+        "(as a labelling project's first `star next`); unset: the strategy's default",
+        choices=("random", "strategy"),
+    )
 
     def sizes(self) -> list[int]:
         """Labelled examples trained on in each round."""
@@ -123,10 +129,10 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class UncertaintyConfig:
-    target: str = _opt(
-        "gold",
+    target: str | None = _opt(
+        None,
         "answer the uncertainty is measured on: the gold label (paper) or the model's own greedy "
-        "answer (label-free)",
+        "answer (label-free); unset: the strategy's default (gold for the paper's strategies)",
         choices=("gold", "generated"),
     )
     mc_passes: int | None = _opt(
@@ -134,8 +140,10 @@ class UncertaintyConfig:
         "Monte-Carlo dropout passes K for the tuned model (1 = deterministic); "
         "unset: 3 for star and bald, 1 otherwise",
     )
-    length_norm: bool = _opt(
-        False, "average PE/ME over answer tokens instead of summing (the paper sums)"
+    length_norm: bool | None = _opt(
+        None,
+        "average PE/ME over answer tokens instead of summing (the paper sums); unset: the "
+        "strategy's default (sums for the paper's strategies)",
     )
     dynamic_w0: float = _opt(0.1, "dynamic strategies: weight of the tuned model in round 0")
     dynamic_step: float = _opt(0.1, "dynamic strategies: weight added per round (capped at 1)")
@@ -284,7 +292,13 @@ class RunConfig:
 
     def _resolve_strategy_defaults(self, defaults: Mapping[str, Any]) -> None:
         """Options left unset take the strategy's default, so the saved config is explicit."""
-        for path, fallback in (("train.b_decay", 0.0), ("uncertainty.mc_passes", 1)):
+        for path, fallback in (
+            ("train.b_decay", 0.0),
+            ("uncertainty.mc_passes", 1),
+            ("uncertainty.target", "gold"),
+            ("uncertainty.length_norm", False),
+            ("loop.init_by", "random"),
+        ):
             if get_path(self, path) is None:
                 section, name = path.split(".")
                 value = defaults.get(path, fallback)

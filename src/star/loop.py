@@ -29,14 +29,14 @@ from star.evaluate import evaluate, evaluate_options, summarise
 from star.generate import generate
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
-from star.strategies import STRATEGIES, select_top_k
+from star.strategies import STRATEGIES
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.train import train_adapter
 
 log = logging.getLogger(__name__)
 
 # Independent random streams of one run, so adding a draw to one never shifts another.
-_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE = range(6)
+_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE, _INIT_SELECT, _INIT_SUBSAMPLE = range(8)
 
 
 def derived_seed(seed: int, round: int, stream: int) -> int:
@@ -88,7 +88,7 @@ class Run:
         self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, on)
         self.dtype = next(self.base.parameters()).dtype
         self.merge = models.merge_pays(config.inference.merge_lora, on)
-        self._base_cache: SignalCache | None = None
+        self._base_caches: dict[str, SignalCache] = {}
         d = config.data
         pool_items = encode(
             self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
@@ -110,7 +110,7 @@ class Run:
         metrics = self.dir.metrics()
         labeled = self.dir.labeled(up_to_round=len(metrics))
         if not labeled:
-            labeled = initial_labels(self.splits.pool, self.config.loop.init_size, self.config.seed)
+            labeled = self.initial_labels()
             self.dir.write_labeled(labeled)
         for row in metrics:
             if on_round:
@@ -168,6 +168,15 @@ class Run:
             "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
         }
 
+    def initial_labels(self) -> dict[str, int]:
+        """Round 0's labels: random (the paper), or chosen by the strategy from the base model
+        (`loop.init_by strategy`), as a labelling project's first `star next` chooses them."""
+        size = self.config.loop.init_size
+        if self.config.loop.init_by == "random" or self.config.strategy == "random":
+            return initial_labels(self.splits.pool, size, self.config.seed)
+        chosen = self.choose(self.base, -1, {}, size)
+        return {s.id: 0 for s in chosen}
+
     def evaluate(self, model, examples: list[Example], prompts: list[Encoded]) -> list:
         with models.merged(model, self.merge):
             return self._evaluate(model, examples, prompts)
@@ -204,12 +213,14 @@ class Run:
         )
         return [a.token_ids for a in answers]
 
-    def base_cache(self) -> SignalCache:
-        """One per run: in memory when the cache is off (the run's first need fills it)."""
-        if self._base_cache is None:
+    def base_cache(self, kind: str) -> SignalCache:
+        """One per run and kind: in memory when the cache is off (the first need fills it)."""
+        if kind not in self._base_caches:
             root = signal_root(models.cache_dir()) if self.config.inference.signal_cache else None
-            self._base_cache = base_cache(root, self.base, self.dtype, self.signal_settings(0))
-        return self._base_cache
+            self._base_caches[kind] = base_cache(
+                root, self.base, self.dtype, self.signal_settings(0), kind
+            )
+        return self._base_caches[kind]
 
     def signal_settings(self, k: int) -> SignalSettings:
         u = self.config.uncertainty
@@ -230,9 +241,14 @@ class Run:
         strategy = STRATEGIES[self.config.strategy]
         return self.config.loop.max_candidates if strategy.reads_model else None
 
-    def select(self, model, k: int, labeled: dict[str, int]) -> None:
+    def choose(self, model, k: int, labeled: dict[str, int], want: int) -> list:
+        """The strategy's `want` picks among the unlabelled pool after round k (k = −1: before
+        any training, on the base model). The one selection path with `Project.next`."""
         unlabeled = [e for e in self.splits.pool if e.id not in labeled]
-        subset = torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SUBSAMPLE))
+        seed, before = self.config.seed, k < 0  # round 0's choice has streams of its own
+        subset = torch.Generator().manual_seed(
+            derived_seed(seed, max(k, 0), _INIT_SUBSAMPLE if before else _SUBSAMPLE)
+        )
         keep = subsample(len(unlabeled), self._subsample(), subset)
         candidates = [unlabeled[i] for i in keep]
         u = self.config.uncertainty
@@ -241,21 +257,26 @@ class Run:
             model,
             items,
             self.pad_id,
-            self.signal_settings(k),
+            self.signal_settings(max(k, 0)),
             lambda m, positions, _: self.answer(m, [items[i] for i in positions]),
             self.base_cache,
+            labeled=[self.gold[e.id].prompt_ids for e in self.splits.pool if e.id in labeled],
         )
         signals = source.signals(
-            k,
-            torch.Generator().manual_seed(derived_seed(self.config.seed, k, _SELECT)),
+            max(k, 0),
+            torch.Generator().manual_seed(
+                derived_seed(seed, max(k, 0), _INIT_SELECT if before else _SELECT)
+            ),
             dynamic_w0=u.dynamic_w0,
             dynamic_step=u.dynamic_step,
             star_measure=u.star_measure,
         )
-        scores = STRATEGIES[self.config.strategy].score(signals)  # (n,)
+        return STRATEGIES[self.config.strategy].choose(signals, [e.id for e in candidates], want)
+
+    def select(self, model, k: int, labeled: dict[str, int]) -> None:
         sizes = self.config.loop.sizes()
         want = sizes[k + 1] - sizes[k]
-        chosen = select_top_k([e.id for e in candidates], scores, want)
+        chosen = self.choose(model, k, labeled, want)
         if len(chosen) < want:
             log.warning("only %d unlabelled examples were left to select", len(chosen))
         self.dir.write_rows(

@@ -45,7 +45,7 @@ from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed
 from star.pool import Fields, Item, read_items
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import atomic_write, lock_dir, save_adapter_to
-from star.strategies import STRATEGIES, select_top_k
+from star.strategies import STRATEGIES
 from star.tasks import normalised_text
 from star.train import train_adapter
 
@@ -416,6 +416,7 @@ class Project:
             )
         ]
         base, tok, budget = self._load()
+        done = [i.prompt for i in self.pool() if i.id in labels]  # the labelled prompts
         tuned = self._adapted(base, last)
         model = tuned if tuned is not None else base
         length = self.answer_length(tok)
@@ -433,11 +434,12 @@ class Project:
             tok.pad_token_id,
             self._signal_settings(budget, seed_round, length, merge=tuned is not None),
             answer,
-            lambda: base_cache(
+            lambda kind: base_cache(
                 signal_root(models.cache_dir()) if run.inference.signal_cache else None,
                 base,
                 next(base.parameters()).dtype,
                 self._signal_settings(budget, seed_round, length),
+                kind,
             ),
             answer_keys=[
                 tok("\x1f".join(c.choices), add_special_tokens=False)["input_ids"]
@@ -445,6 +447,7 @@ class Project:
                 else []
                 for c in candidates
             ],
+            labeled=[x.prompt_ids for x in self._encode(tok, done, [""] * len(done))],
         )
         signals = source.signals(
             max(0, seed_round - 1),
@@ -453,8 +456,7 @@ class Project:
             dynamic_step=run.uncertainty.dynamic_step,
             star_measure=run.uncertainty.star_measure,
         )
-        scores = STRATEGIES[run.strategy].score(signals)
-        chosen = select_top_k([c.id for c in candidates], scores, k)
+        chosen = STRATEGIES[run.strategy].choose(signals, [c.id for c in candidates], k)
         position = {c.id: i for i, c in enumerate(candidates)}
         todo = [position[s.id] for s in chosen if position[s.id] not in said]
         if todo:

@@ -246,6 +246,53 @@ def paired_table(groups: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def labels_to_reach(n_labeled: list[int], accuracy: list[float], target: float) -> float | None:
+    """Labels at which the piecewise-linear learning curve first reaches `target` (the first
+    point's labels if it starts there; None if it never does)."""
+    if accuracy[0] >= target:
+        return float(n_labeled[0])
+    for i in range(1, len(accuracy)):
+        if accuracy[i] >= target:
+            x0, x1, y0, y1 = n_labeled[i - 1], n_labeled[i], accuracy[i - 1], accuracy[i]
+            return x0 + (x1 - x0) * (target - y0) / (y1 - y0)
+    return None
+
+
+def reach_table(groups: dict[str, list[RunResult]]) -> str:
+    """Labels each strategy needs to reach random's final accuracy, as a share of random's:
+    on the mean curves over the paired seeds, and seed by seed (how many seeds get there)."""
+    baselines = [name for name, group in groups.items() if group[0].strategy == "random"]
+    if len(baselines) != 1:
+        return "No single `random` baseline: nothing to reach.\n"
+    base = {r.seed: r for r in groups[baselines[0]]}
+    lines = [
+        "| strategy | paired seeds | random's final accuracy (labels) | labels to reach it "
+        "(mean curve) | share of random's labels | seeds that reach it |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, group in groups.items():
+        pairs = [(r, base[r.seed]) for r in group if r.seed in base]
+        if name == baselines[0] or not pairs:
+            continue
+        k = min(min(len(r.accuracy), len(b.accuracy)) for r, b in pairs)
+        x = pairs[0][0].n_labeled[:k]
+        mean = [sum(r.accuracy[i] for r, _ in pairs) / len(pairs) for i in range(k)]
+        target = sum(b.accuracy[k - 1] for _, b in pairs) / len(pairs)
+        need = labels_to_reach(x, mean, target)
+        each = [
+            labels_to_reach(r.n_labeled[:k], r.accuracy[:k], b.accuracy[k - 1]) for r, b in pairs
+        ]
+        reached = sum(n is not None for n in each)
+        cells = (
+            f"{target:.3f} ({x[-1]})",
+            "not reached" if need is None else f"{need:.1f}",
+            "—" if need is None else f"{need / x[-1]:.0%}",
+            f"{reached} of {len(pairs)}",
+        )
+        lines.append(f"| {name} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _rounds(groups: dict[str, list[RunResult]]) -> int:
     return min(len(r.accuracy) for g in groups.values() for r in g)
 
@@ -294,6 +341,10 @@ def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> lis
         + paired_table(groups)
         + f"\nIntervals: 95 % percentile bootstrap over seeds ({BOOTSTRAP} resamples); with "
         "few seeds they are rough. Final: the last round every paired run finished.\n"
+        "\n## Labels to reach random's final accuracy\n\n"
+        + reach_table(groups)
+        + "\nInterpolated linearly between rounds; a share under 100 % means fewer labels "
+        "than random needed for the same accuracy.\n"
     )
     written.append(_runs_csv(groups, out / "runs.csv"))
     written += _plots(groups, out)
@@ -328,8 +379,21 @@ def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
             rounds = min(len(r.accuracy) for r in group)
             x = group[0].n_labeled[:rounds]
             stats = [mean_std([getattr(r, metric)[k] for r in group]) for k in range(rounds)]
-            ax.plot(x, [m for m, _ in stats], marker="o", label=f"{name} ({len(group)} seeds)")
-            ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.15)
+            reference = group[0].strategy == "random"  # the line every strategy must beat
+            ax.plot(
+                x,
+                [m for m, _ in stats],
+                marker="o",
+                label=f"{name} ({len(group)} seeds)",
+                **({"linestyle": "--", "color": "black"} if reference else {}),
+            )
+            ax.fill_between(
+                x,
+                [m - s for m, s in stats],
+                [m + s for m, s in stats],
+                alpha=0.08 if reference else 0.15,
+                **({"color": "black"} if reference else {}),
+            )
         ax.set_xlabel("labelled examples")
         ax.set_ylabel(f"{label} (mean ± std over seeds)")
         ax.legend(fontsize="small")

@@ -96,3 +96,36 @@ def score(
         counts[where] = torch.bincount(rows, minlength=len(index)).cpu()
         crash_point("score batch")
     return SequenceScores(out["pe"], out["entropy"], out["bald"], counts)
+
+
+@torch.inference_mode()
+def embed(
+    model, prompts: list[list[int]], pad_id: int, batch_tokens: int, desc: str = "embedding"
+) -> torch.Tensor:
+    """Each prompt's mean-pooled final hidden state: what the selectors cluster on.
+
+    prompts: n token-id lists; returns (n, H) fp32. Right padding; the mask keeps pads out of
+    the mean, so a prompt's embedding does not depend on its batch.
+    """
+    on = next(model.parameters()).device
+    hidden_size = causal_lm(model).config.hidden_size
+    out = torch.zeros(len(prompts), hidden_size)
+    batches = token_budget_batches([len(p) for p in prompts], batch_tokens)
+    for index in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
+        batch = collate([Encoded(prompts[i], []) for i in index], pad_id).to(on)
+        positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)
+        hidden = (
+            causal_lm(model)
+            .get_decoder()(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=positions,
+                use_cache=False,
+            )
+            .last_hidden_state.float()
+        )  # (B, T, H)
+        mask = batch.attention_mask[..., None].float()  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+        out[torch.tensor(index)] = pooled.cpu()
+        crash_point("embed batch")
+    return out

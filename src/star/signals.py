@@ -13,6 +13,7 @@ every run on the machine. Two approximations are options, both off unless asked 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from star import distributed
 from star import model as models
 from star.cache import SignalCache, namespace, weights_fingerprint
 from star.data import Encoded
-from star.scoring import causal_lm, score
+from star.scoring import causal_lm, embed, score
 from star.strategies import Signals
 from star.uncertainty import SequenceScores
 
@@ -54,10 +55,17 @@ def subsample(n: int, size: int | None, generator: torch.Generator) -> list[int]
     return sorted(torch.randperm(n, generator=generator)[:size].tolist())
 
 
-def base_cache(root, model, dtype: torch.dtype, settings: SignalSettings) -> SignalCache:
-    """The base-model cache of these settings: on disk under `root`, or in memory if None."""
+def base_cache(
+    root, model, dtype: torch.dtype, settings: SignalSettings, kind: str = "scores"
+) -> SignalCache:
+    """The base-model cache of these settings and `kind` ("scores" or "embeddings"): on disk
+    under `root`, or in memory if None."""
     if root is None:
-        return SignalCache(None, "memory")
+        return SignalCache(None, f"memory-{kind}")
+    if kind == "embeddings":  # a prompt's embedding depends on nothing else
+        return SignalCache(
+            root, namespace(kind="base-embeddings", weights=_fingerprint(model), dtype=str(dtype))
+        )
     space = namespace(
         kind="base-scores",
         weights=_fingerprint(model),
@@ -87,7 +95,9 @@ class PoolSignals:
     items: (n,) prompts with gold targets (target "gold") or any targets (ignored otherwise)
     answer: how the model answers (target "generated"); answer_keys: (n,) extra tokens that
       make an answer's cache key (a row's own choices), or None
-    cache: the base model's cache, asked for only when a strategy reads `base()`
+    cache(kind): the base model's cache of "scores" or "embeddings", asked for only when a
+      strategy reads `base()` or `embeddings()`
+    labeled: the labelled examples' prompts (token ids), for `labeled_embeddings()`
     """
 
     def __init__(
@@ -97,16 +107,19 @@ class PoolSignals:
         pad_id: int,
         settings: SignalSettings,
         answer: Answerer,
-        cache: Callable[[], SignalCache],
+        cache: Callable[[str], SignalCache],
         answer_keys: Sequence[list[int]] | None = None,
+        labeled: Sequence[list[int]] = (),
     ):
         self.model, self.items, self.pad_id, self.s = model, items, pad_id, settings
         self.answer, self.cache = answer, cache
         self.answer_keys = answer_keys or [[] for _ in items]
+        self.labeled = list(labeled)
         self.adapted = hasattr(model, "disable_adapter")
         self.tuned = functools.cache(self._tuned)
         self.base = functools.cache(self._base)
         self.tuned_answers = functools.cache(self._tuned_answers)
+        self._embedded = functools.cache(self._embed_all)
 
     def signals(self, round: int, generator: torch.Generator, **mix) -> Signals:
         return Signals(
@@ -115,6 +128,8 @@ class PoolSignals:
             generator=generator,
             tuned=self.tuned,
             base=self.base,
+            embeddings=lambda: self._embedded()[: len(self.items)],
+            labeled_embeddings=lambda: self._embedded()[len(self.items) :],
             **mix,
         )
 
@@ -174,7 +189,7 @@ class PoolSignals:
         if not self.adapted:  # before the first round the tuned model is the base model
             return self.tuned()
         gold = self.s.target == "gold"
-        cache = self.cache()
+        cache = self.cache("scores")
         keys = [
             cache.key(x.prompt_ids, x.target_ids if gold else extra)
             for x, extra in zip(self.items, self.answer_keys, strict=True)
@@ -190,3 +205,24 @@ class PoolSignals:
                 items = [Encoded(x.prompt_ids, a) for x, a in zip(items, answers, strict=True)]
             scores = self._score(items, 1, "scoring (base)")
         return {c: getattr(scores, c) for c in _SCORE_COLUMNS}
+
+    def _embed_all(self) -> torch.Tensor:
+        """(n + m, H) base-model prompt embeddings, candidates then labelled, through the cache."""
+        prompts = [x.prompt_ids for x in self.items] + self.labeled
+        cache = self.cache("embeddings")
+        rows = cache.fetch([cache.key(p, []) for p in prompts], self._embedding_column(prompts))
+        return torch.stack([r["embedding"] for r in rows])
+
+    def _embedding_column(self, prompts: list[list[int]]):
+        def compute(missing: list[int]) -> dict[str, torch.Tensor]:
+            context = self.model.disable_adapter() if self.adapted else contextlib.nullcontext()
+            with context:
+                return {
+                    "embedding": distributed.map_shards(
+                        [prompts[i] for i in missing],
+                        lambda part: embed(self.model, part, self.pad_id, self.s.batch_tokens),
+                        lambda parts: torch.cat(list(parts)),
+                    )
+                }
+
+        return compute

@@ -1,9 +1,10 @@
-"""Query strategies: a registry of scoring rules, and top-k selection kept apart from scoring.
+"""Query strategies: a registry of scoring rules × selectors.
 
-A strategy maps the pool's signals to one score per candidate (higher = label sooner). It asks
-for signals through `Signals`, whose callables the loop memoises, so a strategy costs exactly
-the forward passes it uses. Variants compose: a measure (PE, token entropy) × a mode (plain,
-subtract, dynamic), method.md §5.
+A strategy maps the pool's signals to one score per candidate (higher = label sooner), and a
+selector (`star.selection`) turns scores into a batch. It asks for signals through `Signals`,
+whose callables the engine memoises, so a strategy costs exactly the forward passes it uses.
+Variants compose: a measure (PE, token entropy) × a mode (plain, subtract, dynamic, the
+authors' dynamic) × a selector (top-k, cluster-stratified, weighted k-means++), method.md §5.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ from typing import Any
 
 import torch
 
+from star import selection
 from star.errors import EmptyPoolError
-from star.uncertainty import SequenceScores, dynamic_mix, dynamic_weight, subtract
+from star.uncertainty import (
+    SequenceScores,
+    dynamic_mix,
+    dynamic_mix_authors,
+    dynamic_weight,
+    subtract,
+)
+
+
+def _no_embeddings() -> torch.Tensor:
+    raise ValueError("this source of signals has no embeddings")
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,8 @@ class Signals:
     generator: torch.Generator  # seeded per (run seed, round)
     tuned: Callable[[], SequenceScores]  # this round's adapter (MC-averaged when K > 1)
     base: Callable[[], SequenceScores]  # the base model, no adapter (cached for the run)
+    embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (n, H) base model, prompts
+    labeled_embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (m, H) the labelled set
     dynamic_w0: float = 0.1
     dynamic_step: float = 0.1
     star_measure: str = "pe"
@@ -39,20 +53,56 @@ class Strategy:
     score: Callable[[Signals], torch.Tensor]  # Signals -> (n,) scores
     defaults: Mapping[str, Any] = field(default_factory=dict)  # config paths it sets if unset
     reads_model: bool = True  # False: needs no forward pass (candidate subsampling skips it)
+    selector: str = "top"  # a key of SELECTORS
+
+    def choose(self, signals: Signals, ids: Sequence[str], k: int) -> list[Selected]:
+        """Up to k of the candidates `ids` (in the signals' order), labelled-first order."""
+        scores = self.score(signals)  # (n,)
+        if self.selector == "top":
+            return select_top_k(ids, scores, k)
+        if len(ids) != len(scores):
+            raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
+        if not ids:
+            raise EmptyPoolError("no unlabelled examples left to select from")
+        picks = SELECTORS[self.selector](signals, scores, k)
+        return [Selected(ids[i], float(scores[i]), rank) for rank, i in enumerate(picks)]
+
+
+def _spread(select) -> Callable[[Signals, torch.Tensor, int], list[int]]:
+    return lambda s, scores, k: select(
+        s.embeddings(), s.labeled_embeddings(), scores, k, s.generator
+    )
+
+
+SELECTORS: dict[str, Callable[[Signals, torch.Tensor, int], list[int]]] = {
+    "top": lambda s, scores, k: selection.top_k(scores, k),
+    "cluster": _spread(selection.cluster_stratified),
+    "kmeanspp": _spread(selection.weighted_kmeanspp),
+}
+_SELECTOR_NAMES = {
+    "cluster": "spread over k-means clusters of the prompts, uncovered clusters first",
+    "kmeanspp": "k-means++ sampling weighted by the score (BADGE-style)",
+}
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(
-    name: str, help: str, defaults: Mapping[str, Any] | None = None, reads_model: bool = True
+    name: str,
+    help: str,
+    defaults: Mapping[str, Any] | None = None,
+    reads_model: bool = True,
+    selector: str = "top",
 ):
     """Register `fn(signals) -> (n,) scores` under `name` (user strategies too)."""
 
     def wrap(fn: Callable[[Signals], torch.Tensor]) -> Callable[[Signals], torch.Tensor]:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}), reads_model)
+        if selector not in SELECTORS:
+            raise ValueError(f"unknown selector {selector!r}; choose from {', '.join(SELECTORS)}")
+        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}), reads_model, selector)
         return fn
 
     return wrap
@@ -73,13 +123,13 @@ def subtracted(measure: str) -> Callable[[Signals], torch.Tensor]:
     return lambda s: subtract(MEASURES[measure](s.tuned()), MEASURES[measure](s.base()))
 
 
-def dynamic(measure: str | None) -> Callable[[Signals], torch.Tensor]:
+def dynamic(measure: str | None, mix=dynamic_mix) -> Callable[[Signals], torch.Tensor]:
     """λ_k-weighted mix of tuned and base; measure None = the run's `star_measure`."""
 
     def score(s: Signals) -> torch.Tensor:
         m = MEASURES[measure or s.star_measure]
         weight = dynamic_weight(s.round, s.dynamic_w0, s.dynamic_step)
-        return dynamic_mix(m(s.tuned()), m(s.base()), weight)
+        return mix(m(s.tuned()), m(s.base()), weight)
 
     return score
 
@@ -103,6 +153,34 @@ register(
     "STAR: dynamic PE (or ME) + Monte-Carlo dropout + hybrid regularisation on lora_B",
     defaults={"uncertainty.mc_passes": 3, "train.b_decay": 0.5},
 )(dynamic(None))
+register(
+    "star-authors",
+    "STAR as the authors' code computes it: only the base term normalised, so the raw tuned "
+    "term dominates",
+    defaults={"uncertainty.mc_passes": 3, "train.b_decay": 0.5},
+)(dynamic(None, dynamic_mix_authors))
+register(
+    "typical",
+    "no uncertainty: the most typical prompt of each k-means cluster the labels do not cover "
+    "(TypiClust-style); label-free, no pass of the tuned model",
+    selector="cluster",
+    defaults={"loop.init_by": "strategy"},
+)(lambda s: torch.zeros(s.size))
+# label-free by default: a labelling user has no gold answers to measure uncertainty on
+LABEL_FREE = {
+    "uncertainty.target": "generated",
+    "uncertainty.length_norm": True,
+    "loop.init_by": "strategy",
+}
+for _base in ("pe", "entropy", "star"):
+    for _selector, _what in _SELECTOR_NAMES.items():
+        _s = STRATEGIES[_base]
+        register(
+            f"{_base}-{_selector}",
+            f"{_base}, {_what}; label-free",
+            {**_s.defaults, **LABEL_FREE},
+            selector=_selector,
+        )(_s.score)
 
 
 @dataclass(frozen=True)

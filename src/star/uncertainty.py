@@ -103,6 +103,15 @@ def dynamic_mix(tuned: torch.Tensor, base: torch.Tensor, weight: float) -> torch
     return weight * normalise(tuned) + (1.0 - weight) * normalise(base)
 
 
+def dynamic_mix_authors(tuned: torch.Tensor, base: torch.Tensor, weight: float) -> torch.Tensor:
+    """λ·U_tuned + (1 − λ)·N(U_base): the STAR authors' code, only the base term normalised.
+
+    Kept to reproduce the paper as published (`star-authors`); a summed PE of several nats
+    outweighs the base term's [0, 1], so λ barely matters. tuned, base: (n,) -> (n,)
+    """
+    return weight * tuned + (1.0 - weight) * normalise(base)
+
+
 @dataclass(frozen=True)
 class SequenceScores:
     """Per-example uncertainty inputs, in the order of the examples given."""
