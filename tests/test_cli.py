@@ -71,8 +71,12 @@ def test_usage_errors_are_one_line():
 def test_strategies_lists_the_registry():
     result = star("strategies")
     assert result.returncode == 0
+    from star.strategies import STRATEGIES
+
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names[0] == "random" and "star" in names and "pe-dynamic" in names and len(names) == 9
+    assert names == list(STRATEGIES) and "star" in names and "star-authors" in names
+    marked = [line.split()[0] for line in result.stdout.splitlines() if "(default)" in line]
+    assert marked == [cfg.RunConfig().strategy]
 
 
 def test_acceptance_command(tmp_path):

@@ -10,10 +10,16 @@ from star import __version__
 from star import config as cfg
 from star.cli import build_parser, resolve_config
 from star.errors import ConfigError
+from star.strategies import configure
+
+
+def build(overrides):
+    """A config as every command resolves it: built, then its strategy's defaults."""
+    return configure(cfg.build(overrides))
 
 
 def test_defaults_are_the_papers():
-    c = cfg.RunConfig()
+    c = configure(cfg.RunConfig())
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (64, 16, 0.1)
     assert (c.train.lr, c.train.epochs, c.train.batch_size, c.train.grad_clip) == (
         1.5e-4,
@@ -26,22 +32,44 @@ def test_defaults_are_the_papers():
     assert (c.loop.init_size, c.loop.query_size, c.loop.rounds) == (500, 500, 10)
     assert (c.data.max_prompt_tokens, c.data.max_target_tokens) == (128, 256)
     assert c.star_version == __version__
+    assert c.loop.init_by == "random"
 
 
 def test_strategy_defaults_resolve_unset_options():
-    star = cfg.build({"strategy": "star"})
+    star = build({"strategy": "star"})
     assert (star.train.b_decay, star.uncertainty.mc_passes) == (0.5, 3)
-    plain = cfg.build({"strategy": "pe"})
+    plain = build({"strategy": "pe"})
     assert (plain.train.b_decay, plain.uncertainty.mc_passes) == (0.0, 1)
-    ablation = cfg.build({"strategy": "star", "train.b_decay": 0.0, "uncertainty.mc_passes": 1})
+    ablation = build({"strategy": "star", "train.b_decay": 0.0, "uncertainty.mc_passes": 1})
     assert (ablation.train.b_decay, ablation.uncertainty.mc_passes) == (0.0, 1)
+    free = build({"strategy": "pe-cluster"})
+    assert (free.uncertainty.target, free.uncertainty.length_norm, free.loop.init_by) == (
+        "generated",
+        True,
+        "strategy",
+    )
+    gold = build({"strategy": "pe-cluster", "uncertainty.target": "gold"})
+    assert gold.uncertainty.target == "gold"  # a setting given wins over the strategy's
+
+
+def test_config_knows_no_strategies():
+    """The method sits above the settings: config neither imports nor names strategies."""
+    import subprocess
+    import sys
+
+    code = "import sys, star.config; print('star.strategies' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == (
+        "False\n"
+    )
+    with pytest.raises(ValueError, match="cannot set train.lr"):
+        cfg.with_defaults(cfg.RunConfig(), {"train.lr": 1.0})
 
 
 def test_mc_dropout_cannot_be_silently_off():
     with pytest.raises(ConfigError, match="mc_passes > 1 needs lora.dropout > 0"):
-        cfg.build({"strategy": "star", "lora.dropout": 0.0})
+        build({"strategy": "star", "lora.dropout": 0.0})
     with pytest.raises(ConfigError, match="bald needs uncertainty.mc_passes of at least 2"):
-        cfg.build({"strategy": "bald", "uncertainty.mc_passes": 1})
+        build({"strategy": "bald", "uncertainty.mc_passes": 1})
 
 
 def test_config_is_frozen():
@@ -75,7 +103,7 @@ def test_build_applies_dotted_overrides_and_round_trips():
 )
 def test_invalid_values_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        cfg.build(overrides)
+        build(overrides)
 
 
 def test_unknown_and_mistyped_keys_are_errors():

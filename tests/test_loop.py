@@ -11,6 +11,7 @@ from star import config as cfg
 from star import loop
 from star.errors import BadInputError, ConfigError, RunDirError
 from star.state import RunDir
+from star.strategies import configure
 from star.tasks import resolve
 
 SMALL = {
@@ -28,7 +29,7 @@ SMALL = {
 
 
 def small(**overrides):
-    return cfg.build({**SMALL, **overrides})
+    return configure(cfg.build({**SMALL, **overrides}))
 
 
 def read(path):
@@ -51,7 +52,7 @@ def test_run_writes_every_file(full_run):
         assert 0.0 <= m["accuracy"] <= 1.0 and m["train_loss"] > 0 and m["seconds"] > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["star_version"] and saved["loop"]["rounds"] == 3
-    assert cfg.from_dict(saved, "config.yaml") == resolve(small())[0]  # with what the task set
+    assert cfg.from_dict(saved, "config.yaml") == resolve(small())[0]  # task, strategy
     assert (
         saved["data"]["prompt_field"] == "question" and saved["inference"]["eval_mode"] == "options"
     )

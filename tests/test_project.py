@@ -349,6 +349,48 @@ def test_random_next_answers_only_the_chosen_and_scores_nothing(tmp_path, monkey
     assert len(rows) == 2 and all(isinstance(r["model_answer"], str) for r in rows)
 
 
+def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_path, monkeypatch):
+    """`typical` reads only the base model's prompt embeddings: no scoring pass, answers for
+    the chosen only, and after labels the next batch avoids the labelled prompts' clusters:
+    exactly cluster_stratified over the candidates, the labelled prompts as covered."""
+    import torch
+
+    from star import model as models
+    from star import signals
+    from star.config import ModelConfig
+    from star.loop import _SELECT, derived_seed
+    from star.scoring import embed
+    from star.selection import cluster_stratified
+
+    path = tmp_path / "proj"
+    assert (
+        star("init", path, "--pool", EXAMPLES / "pool.jsonl", "--strategy", "typical", *FAST) == 0
+    )
+    monkeypatch.setattr(signals, "score", lambda *a, **k: pytest.fail("a candidate was scored"))
+    assert star("next", path, "--k", 3, "--out", tmp_path / "b0.jsonl") == 0
+    filled = fill(tmp_path / "b0.jsonl", tmp_path / "l0.jsonl", GOLD)
+    assert star("label", path, filled) == 0
+    assert star("next", path, "--k", 2, "--out", tmp_path / "b1.jsonl") == 0
+    chosen = [json.loads(x)["id"] for x in (tmp_path / "b1.jsonl").read_text().splitlines()]
+    with Project.open(path) as project:
+        labels, pool = project.labels(), project.pool()
+        seed = project.settings.run.seed
+    base, tok = models.load(ModelConfig(name="tiny-random"))
+    first = {json.loads(x)["id"] for x in (tmp_path / "b0.jsonl").read_text().splitlines()}
+    candidates = [i for i in pool if i.id not in labels and i.id not in first]
+
+    def vectors(items):
+        ids = tok([i.prompt for i in items], add_special_tokens=False)["input_ids"]
+        return embed(base, [x[-128:] for x in ids], tok.pad_token_id, 4096)
+
+    g = torch.Generator().manual_seed(derived_seed(seed, 0, _SELECT))
+    done = [i for i in pool if i.id in labels]
+    picks = cluster_stratified(
+        vectors(candidates), vectors(done), torch.zeros(len(candidates)), 2, g
+    )
+    assert chosen == [candidates[i].id for i in picks]
+
+
 def test_answers_are_as_long_as_short_labels_need(tmp_path):
     from star import model as models
     from star.config import ModelConfig

@@ -182,7 +182,7 @@ def _add_experiment_commands(sub) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from star.state import read_tree
-    from star.strategies import STRATEGIES
+    from star.strategies import STRATEGIES, configure
     from star.sweep import Pair, cost, sweep
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -199,7 +199,7 @@ def _sweep(args: argparse.Namespace) -> int:
     given = _given(args)
     given.pop("strategy", None)
     given.pop("seed", None)
-    cfg.build(given, None if args.config is None else read_tree(args.config))  # check early
+    configure(cfg.build(given, None if args.config is None else read_tree(args.config)))
     known = {o.path: o for o in cfg.options()}
     run_args = [] if args.config is None else ["--config", str(args.config)]
     for path, value in given.items():
@@ -244,12 +244,13 @@ def _init(args: argparse.Namespace) -> int:
     from star.pool import Fields
     from star.project import Project, Settings
     from star.state import read_tree
+    from star.strategies import configure
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     base = read_tree(args.config) if args.config else None
     fields = Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
-    settings = Settings(fields, args.max_new_tokens, cfg.build(_given(args), base))
+    settings = Settings(fields, args.max_new_tokens, configure(cfg.build(_given(args), base)))
     Project.init(args.dir, args.pool, settings, args.seed_labels, args.eval)
     with Project.open(args.dir) as project:
         _print_status(project.status())
@@ -362,6 +363,7 @@ def _export_adapter(args: argparse.Namespace) -> int:
 def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
     """defaults < --config file (or the saved config of --out) < command-line options."""
     from star.state import read_tree
+    from star.strategies import configure
 
     saved = args.out / "config.yaml"
     if args.config is not None:
@@ -370,7 +372,7 @@ def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
         base = read_tree(saved)
     else:
         base = None
-    return cfg.build(_given(args), base)
+    return configure(cfg.build(_given(args), base))
 
 
 def _print_round(row: dict[str, Any]) -> None:
@@ -409,8 +411,11 @@ def _run(args: argparse.Namespace) -> int:
 def _strategies(_: argparse.Namespace) -> int:
     from star.strategies import STRATEGIES
 
+    default = cfg.RunConfig().strategy  # what `star run` and `star init` use unless told
+    width = max(len(name) for name in STRATEGIES) + len(" (default)")
     for s in STRATEGIES.values():
-        print(f"{s.name:<12} {s.help}")
+        name = f"{s.name} (default)" if s.name == default else s.name
+        print(f"{name:<{width}} {s.help}")
     return 0
 
 
@@ -461,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("star: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _quiet_libraries() -> None:

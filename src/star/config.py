@@ -224,7 +224,6 @@ class RunConfig:
     star_version: str = __version__
 
     def __post_init__(self) -> None:
-        from star.strategies import STRATEGIES
         from star.tasks import TASKS
 
         if self.task not in TASKS and not self.task.lower().endswith((".jsonl", ".csv")):
@@ -232,7 +231,6 @@ class RunConfig:
                 f"unknown task {self.task!r}; choose from: {', '.join(TASKS)}, or give a "
                 "labelled .jsonl/.csv file"
             )
-        _check_choice("strategy", self.strategy, tuple(STRATEGIES))
         if not 0 <= self.train.warmup < 1:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.train.warmup}")
         self._resolve_schedule()
@@ -241,7 +239,6 @@ class RunConfig:
         for o in options():
             if o.choices and get_path(self, o.path) is not None:
                 _check_choice(o.path, get_path(self, o.path), o.choices)
-        self._resolve_strategy_defaults(STRATEGIES[self.strategy].defaults)
         for name, value in flat_items(self):
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{name} must not be negative, got {value}")
@@ -262,15 +259,14 @@ class RunConfig:
             raise ConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         if self.loop.rounds > 1 and self.loop.query_size < 1:
             raise ConfigError("loop.query_size must be at least 1 when loop.rounds > 1")
-        if self.uncertainty.mc_passes < 1:
+        passes = self.uncertainty.mc_passes
+        if passes is not None and passes < 1:
             raise ConfigError("uncertainty.mc_passes must be at least 1")
-        if self.uncertainty.mc_passes > 1 and self.lora.dropout == 0:
+        if passes is not None and passes > 1 and self.lora.dropout == 0:
             raise ConfigError(
                 "uncertainty.mc_passes > 1 needs lora.dropout > 0: with no dropout every "
                 "Monte-Carlo pass would be identical"
             )
-        if self.strategy == "bald" and self.uncertainty.mc_passes < 2:
-            raise ConfigError("strategy bald needs uncertainty.mc_passes of at least 2")
 
     def _resolve_schedule(self) -> None:
         """A schedule sets init_size, query_size (its first step) and rounds, so that every
@@ -290,24 +286,34 @@ class RunConfig:
         )
         object.__setattr__(self, "loop", loop)  # frozen: set once, here
 
-    def _resolve_strategy_defaults(self, defaults: Mapping[str, Any]) -> None:
-        """Options left unset take the strategy's default, so the saved config is explicit."""
-        for path, fallback in (
-            ("train.b_decay", 0.0),
-            ("uncertainty.mc_passes", 1),
-            ("uncertainty.target", "gold"),
-            ("uncertainty.length_norm", False),
-            ("loop.init_by", "random"),
-        ):
-            if get_path(self, path) is None:
-                section, name = path.split(".")
-                value = defaults.get(path, fallback)
-                resolved = dataclasses.replace(getattr(self, section), **{name: value})
-                object.__setattr__(self, section, resolved)  # frozen: set once, here
-
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict (tuples become lists)."""
         return _plain(dataclasses.asdict(self))
+
+
+# options a strategy may set (`Strategy.defaults`) and what they are when it does not
+STRATEGY_SET = {
+    "train.b_decay": 0.0,
+    "uncertainty.mc_passes": 1,
+    "uncertainty.target": "gold",
+    "uncertainty.length_norm": False,
+    "loop.init_by": "random",
+}
+
+
+def with_defaults(config: RunConfig, defaults: Mapping[str, Any]) -> RunConfig:
+    """`config` with every option of STRATEGY_SET left unset taken from `defaults` (a
+    strategy's), else the fallback, so the saved config is explicit. The registry of
+    strategies lives above this module (`star.strategies.configure` calls this)."""
+    unknown = sorted(set(defaults) - set(STRATEGY_SET))
+    if unknown:
+        raise ValueError(f"a strategy cannot set {', '.join(unknown)}")
+    tree = config.to_dict()
+    for path, fallback in STRATEGY_SET.items():
+        if get_path(config, path) is None:
+            section, name = path.split(".")
+            tree[section][name] = defaults.get(path, fallback)
+    return from_dict(tree, "config")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

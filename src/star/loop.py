@@ -29,7 +29,7 @@ from star.evaluate import evaluate, evaluate_options, summarise
 from star.generate import generate
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
-from star.strategies import STRATEGIES
+from star.strategies import STRATEGIES, configure
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.train import train_adapter
 
@@ -78,7 +78,7 @@ class Run:
     """A run in progress: the model and data, loaded once, and its directory."""
 
     def __init__(self, config: RunConfig, out: Path):
-        config, task = resolve(config)  # checks every file before anything is written
+        config, task = resolve(configure(config))  # checks every file before writing anything
         self.config = config
         self.spec = task.spec
         self.splits = load_splits(config, task)

@@ -45,7 +45,7 @@ from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed
 from star.pool import Fields, Item, read_items
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import atomic_write, lock_dir, save_adapter_to
-from star.strategies import STRATEGIES
+from star.strategies import STRATEGIES, configure
 from star.tasks import normalised_text
 from star.train import train_adapter
 
@@ -174,7 +174,7 @@ class Project:
             settings = Settings(
                 Fields(**tree["fields"]),
                 int(tree["max_new_tokens"]),
-                cfg.from_dict(tree["run"], str(path / "project.yaml")),
+                configure(cfg.from_dict(tree["run"], str(path / "project.yaml"))),
             )
         except BaseException:
             os.close(lock)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from star import selection
-from star.errors import EmptyPoolError
+from star.config import RunConfig, with_defaults
+from star.errors import ConfigError, EmptyPoolError
 from star.uncertainty import (
     SequenceScores,
     dynamic_mix,
@@ -181,6 +182,19 @@ for _base in ("pe", "entropy", "star"):
             {**_s.defaults, **LABEL_FREE},
             selector=_selector,
         )(_s.score)
+
+
+def configure(config: RunConfig) -> RunConfig:
+    """A config ready to run: its strategy checked and the options it leaves unset filled in
+    from the strategy's defaults (config itself knows no strategies)."""
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(
+            f"unknown strategy {config.strategy!r}; choose from: {', '.join(STRATEGIES)}"
+        )
+    config = with_defaults(config, STRATEGIES[config.strategy].defaults)
+    if config.strategy == "bald" and config.uncertainty.mc_passes < 2:
+        raise ConfigError("strategy bald needs uncertainty.mc_passes of at least 2")
+    return config
 
 
 @dataclass(frozen=True)
