@@ -219,7 +219,12 @@ def calibration_table(groups: dict[str, list[RunResult]], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_table(groups: dict[str, list[RunResult]]) -> str:
+Pair = tuple[RunResult, RunResult]  # (a strategy's run, random's run of the same seed)
+
+
+def _paired(groups: dict[str, list[RunResult]]) -> list[tuple[str, list[Pair], int]] | str:
+    """(variant, its runs paired with random's by seed, rounds all pairs finished) for every
+    variant but random; or why nothing pairs."""
     baselines = [name for name, group in groups.items() if group[0].strategy == "random"]
     if len(baselines) != 1:
         return (
@@ -228,17 +233,26 @@ def paired_table(groups: dict[str, list[RunResult]]) -> str:
             else "Several `random` variants: report each setting separately to pair them.\n"
         )
     base = {r.seed: r for r in groups[baselines[0]]}
+    out = []
+    for name, group in groups.items():
+        pairs = [(r, base[r.seed]) for r in group if r.seed in base]
+        if name != baselines[0] and pairs:
+            out.append((name, pairs, min(min(len(r.accuracy), len(b.accuracy)) for r, b in pairs)))
+    return out
+
+
+def paired_table(groups: dict[str, list[RunResult]]) -> str:
+    found = _paired(groups)
+    if isinstance(found, str):
+        return found
     lines = [
         "| strategy | paired seeds | Δ AULC | Δ final accuracy | Δ final ECE | Δ final NLL "
         "| Δ final Brier |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, group in groups.items():
-        pairs = [(r, base[r.seed]) for r in group if r.seed in base]
-        if name == baselines[0] or not pairs:
-            continue
-        k = min(min(len(r.accuracy), len(b.accuracy)) for r, b in pairs) - 1
-        cells = [_ci([r.aulc(k + 1) - b.aulc(k + 1) for r, b in pairs])] + [
+    for name, pairs, rounds in found:
+        k = rounds - 1
+        cells = [_ci([r.aulc(rounds) - b.aulc(rounds) for r, b in pairs])] + [
             _ci([getattr(r, m)[k] - getattr(b, m)[k] for r, b in pairs])
             for m in ("accuracy", "ece", "nll", "brier")
         ]
@@ -261,20 +275,15 @@ def labels_to_reach(n_labeled: list[int], accuracy: list[float], target: float) 
 def reach_table(groups: dict[str, list[RunResult]]) -> str:
     """Labels each strategy needs to reach random's final accuracy, as a share of random's:
     on the mean curves over the paired seeds, and seed by seed (how many seeds get there)."""
-    baselines = [name for name, group in groups.items() if group[0].strategy == "random"]
-    if len(baselines) != 1:
-        return "No single `random` baseline: nothing to reach.\n"
-    base = {r.seed: r for r in groups[baselines[0]]}
+    found = _paired(groups)
+    if isinstance(found, str):
+        return found
     lines = [
         "| strategy | paired seeds | random's final accuracy (labels) | labels to reach it "
         "(mean curve) | share of random's labels | seeds that reach it |",
         "|---|---|---|---|---|---|",
     ]
-    for name, group in groups.items():
-        pairs = [(r, base[r.seed]) for r in group if r.seed in base]
-        if name == baselines[0] or not pairs:
-            continue
-        k = min(min(len(r.accuracy), len(b.accuracy)) for r, b in pairs)
+    for name, pairs, k in found:
         x = pairs[0][0].n_labeled[:k]
         mean = [sum(r.accuracy[i] for r, _ in pairs) / len(pairs) for i in range(k)]
         target = sum(b.accuracy[k - 1] for _, b in pairs) / len(pairs)

@@ -28,14 +28,11 @@ def causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final hidden states at the positions that predict answer tokens.
-
-    Positions come from the attention mask, so left and right padding give the same result.
-    returns: hidden (N, H), targets (N,), rows (N,) for the N answer tokens of the batch
-    """
+def final_states(model, batch: Batch) -> torch.Tensor:
+    """(B, T, H) last-layer states of the decoder body (no vocabulary projection); positions
+    come from the attention mask, so left and right padding give the same states."""
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)  # (B, T)
-    hidden = (
+    return (
         causal_lm(model)
         .get_decoder()(
             input_ids=batch.input_ids,
@@ -44,7 +41,16 @@ def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torc
             use_cache=False,  # a teacher-forced pass needs no KV cache
         )
         .last_hidden_state
-    )  # (B, T, H)
+    )
+
+
+def answer_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final hidden states at the positions that predict answer tokens.
+
+    Positions come from the attention mask, so left and right padding give the same result.
+    returns: hidden (N, H), targets (N,), rows (N,) for the N answer tokens of the batch
+    """
+    hidden = final_states(model, batch)  # (B, T, H)
     labels = batch.labels[:, 1:]  # (B, T-1): the token each position predicts
     predicts = labels != IGNORE  # (B, T-1)
     hidden, rows = flatten_masked(hidden[:, :-1], predicts)  # (N, H), (N,)
@@ -113,17 +119,7 @@ def embed(
     batches = token_budget_batches([len(p) for p in prompts], batch_tokens)
     for index in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
         batch = collate([Encoded(prompts[i], []) for i in index], pad_id).to(on)
-        positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)
-        hidden = (
-            causal_lm(model)
-            .get_decoder()(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=positions,
-                use_cache=False,
-            )
-            .last_hidden_state.float()
-        )  # (B, T, H)
+        hidden = final_states(model, batch).float()  # (B, T, H)
         mask = batch.attention_mask[..., None].float()  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         out[torch.tensor(index)] = pooled.cpu()
