@@ -416,7 +416,8 @@ class Project:
             )
         ]
         base, tok, budget = self._load()
-        done = [i.prompt for i in self.pool() if i.id in labels]  # the labelled prompts
+        # labelled or waiting in a batch: a spreading selector counts both as covered
+        done = [i.prompt for i in self.pool() if i.id in labels or i.id in pending]
         tuned = self._adapted(base, last)
         model = tuned if tuned is not None else base
         length = self.answer_length(tok)
