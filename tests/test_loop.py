@@ -123,6 +123,11 @@ def test_finished_run_reruns_nothing(full_run, tmp_path):
     before = (copy / "metrics.jsonl").stat().st_mtime_ns
     assert loop.run(small(), copy) == metrics
     assert (copy / "metrics.jsonl").stat().st_mtime_ns == before
+    # a run saved before the options a strategy sets existed resumes as it ran
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    del saved["loop"]["init_by"], saved["uncertainty"]["target"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert loop.run(small(), copy) == metrics
 
 
 def test_different_config_is_refused_naming_the_keys(full_run):

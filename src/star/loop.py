@@ -223,13 +223,8 @@ class Run:
         return self._base_caches[kind]
 
     def signal_settings(self, k: int) -> SignalSettings:
-        u = self.config.uncertainty
-        return SignalSettings(
-            target=u.target,
-            length_norm=u.length_norm,
-            mc_passes=u.mc_passes,
-            mc_top=u.mc_top,
-            star_measure=u.star_measure,
+        return SignalSettings.of(
+            self.config.uncertainty,
             batch_tokens=self.batch_tokens,
             mc_seed=derived_seed(self.config.seed, k, _MC),
             merge=self.merge,

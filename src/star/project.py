@@ -484,12 +484,9 @@ class Project:
         self, budget: int, seed_round: int, length: int, merge: bool = False
     ) -> SignalSettings:
         u = self.settings.run.uncertainty
-        return SignalSettings(
+        return SignalSettings.of(
+            u,
             target="generated",  # people have no gold answers
-            length_norm=u.length_norm,
-            mc_passes=u.mc_passes,
-            mc_top=u.mc_top,
-            star_measure=u.star_measure,
             batch_tokens=budget,
             mc_seed=derived_seed(self.settings.run.seed, seed_round, _MC),
             merge=merge and self._merge(),

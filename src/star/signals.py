@@ -24,6 +24,7 @@ import torch
 from star import distributed
 from star import model as models
 from star.cache import SignalCache, namespace, weights_fingerprint
+from star.config import UncertaintyConfig
 from star.data import Encoded
 from star.scoring import causal_lm, embed, score
 from star.strategies import Signals
@@ -46,6 +47,21 @@ class SignalSettings:
     mc_seed: int  # torch seed of the dropout masks
     merge: bool  # deterministic passes on merged LoRA weights
     answer_kind: str  # what `answer` does, e.g. "greedy:32": part of the base cache key
+
+    @classmethod
+    def of(cls, u: UncertaintyConfig, **engine) -> SignalSettings:
+        """A run's uncertainty options plus what the engine decides (target may be forced:
+        a labelling project always measures on the model's own answers)."""
+        return cls(
+            **{
+                "target": u.target,
+                "length_norm": u.length_norm,
+                "mc_passes": u.mc_passes,
+                "mc_top": u.mc_top,
+                "star_measure": u.star_measure,
+                **engine,
+            }
+        )
 
 
 def subsample(n: int, size: int | None, generator: torch.Generator) -> list[int]:

@@ -100,7 +100,11 @@ def read_yaml(path: Path) -> dict:
 
 
 def read_config(path: Path) -> cfg.RunConfig:
-    return cfg.from_dict(read_tree(path), str(path))
+    """A saved config as a run uses it: a file from before an option existed gets what that
+    version did (its strategy's defaults), so an old run still resumes."""
+    from star.strategies import configure
+
+    return configure(cfg.from_dict(read_tree(path), str(path)))
 
 
 def lock_dir(path: Path) -> int:
