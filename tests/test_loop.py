@@ -201,6 +201,7 @@ def test_a_spreading_strategy_chooses_round_0_and_resumes_to_the_same_picks(tmp_
     finally:
         run.dir.close()
     metrics = loop.run(config, tmp_path / "run")
+    assert metrics[0]["seconds_per_phase"]["init"] > 0  # choosing round 0 is part of its cost
     first = read(tmp_path / "run" / "labeled.jsonl")
     shutil.rmtree(tmp_path / "again", ignore_errors=True)
     shutil.copytree(tmp_path / "run", tmp_path / "again")

@@ -89,6 +89,7 @@ class Run:
         self.dtype = next(self.base.parameters()).dtype
         self.merge = models.merge_pays(config.inference.merge_lora, on)
         self._base_caches: dict[str, SignalCache] = {}
+        self._init_seconds: float | None = None  # choosing round 0's labels, when it took any
         d = config.data
         pool_items = encode(
             self.splits.pool, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
@@ -110,8 +111,11 @@ class Run:
         metrics = self.dir.metrics()
         labeled = self.dir.labeled(up_to_round=len(metrics))
         if not labeled:
+            clock = time.perf_counter()
             labeled = self.initial_labels()
             self.dir.write_labeled(labeled)
+            if self.config.loop.init_by == "strategy" and self.config.strategy != "random":
+                self._init_seconds = time.perf_counter() - clock
         for row in metrics:
             if on_round:
                 on_round(row)
@@ -126,6 +130,8 @@ class Run:
     def round(self, k: int, labeled: dict[str, int]) -> dict:
         """Round k; adds the examples it selects to `labeled` (as round k + 1)."""
         seconds: dict[str, float] = {}
+        if k == 0 and self._init_seconds is not None:  # round 0's labels chosen by the strategy
+            seconds["init"] = self._init_seconds
         clock = time.perf_counter()
         seed = self.config.seed
         model = models.attach_lora(self.base, self.config.lora, derived_seed(seed, k, _LORA))
