@@ -37,3 +37,10 @@ if [ -d runs/learn ]; then
   rm -f "$OUT"/learnability/zero-shot*/*.png
   .venv/bin/python scripts/learnability_table.py runs/learn > "$OUT/learnability/table.md"
 fi
+# Strategy comparisons of issue 15 (configs/selection; commands in docs/results.md).
+for task in trec sst2 mix ag_news; do
+  if [ -d "runs/select-$task" ]; then
+    report "selection/$task" "runs/select-$task"
+    .venv/bin/python scripts/breakdown.py "runs/select-$task" > "$OUT/selection/$task/by_group.md"
+  fi
+done
