@@ -37,10 +37,18 @@ if [ -d runs/learn ]; then
   rm -f "$OUT"/learnability/zero-shot*/*.png
   .venv/bin/python scripts/learnability_table.py runs/learn > "$OUT/learnability/table.md"
 fi
-# Strategy comparisons of issue 15 (configs/selection; commands in docs/results.md).
-for task in trec sst2 mix ag_news; do
-  if [ -d "runs/select-$task" ]; then
-    report "selection/$task" "runs/select-$task"
-    .venv/bin/python scripts/breakdown.py "runs/select-$task" > "$OUT/selection/$task/by_group.md"
+# Strategy comparisons of issue 15 (configs/selection; commands in docs/results.md): random
+# against typical at 5 seeds per task, and the trec screen of the other strategies (its own
+# report, since its runs have fewer seeds and rounds).
+for task in trec sst2 mix; do
+  runs=$(ls -d runs/select-$task/random-seed* runs/select-$task/typical-seed* 2>/dev/null || true)
+  if [ -n "$runs" ]; then
+    report "selection/$task" $runs
+    .venv/bin/python scripts/breakdown.py $runs > "$OUT/selection/$task/by_group.md"
   fi
 done
+screen=$(ls -d runs/select-trec/{random,star,star-authors,pe-cluster}-seed[01] 2>/dev/null || true)
+if [ -n "$screen" ]; then
+  report selection/trec-screen $screen
+  .venv/bin/python scripts/breakdown.py $screen > "$OUT/selection/trec-screen/by_group.md"
+fi
