@@ -47,7 +47,7 @@ for task in trec sst2 mix; do
     .venv/bin/python scripts/breakdown.py $runs > "$OUT/selection/$task/by_group.md"
   fi
 done
-screen=$(ls -d runs/select-trec/{random,star,star-authors,pe-cluster}-seed[01] 2>/dev/null || true)
+screen=$(ls -d runs/select-trec/{random,star,star-authors}-seed0 2>/dev/null || true)
 if [ -n "$screen" ]; then
   report selection/trec-screen $screen
   .venv/bin/python scripts/breakdown.py $screen > "$OUT/selection/trec-screen/by_group.md"
