@@ -23,8 +23,12 @@ def g(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_top_k_ranks_nan_last_and_ties_to_the_earlier_position():
+def test_top_k_ranks_nan_last_and_ties_to_the_earlier_position_or_key():
     assert top_k(torch.tensor([0.1, 0.9, 0.9, float("nan")]), 4) == [1, 2, 0, 3]
+    assert top_k(torch.tensor([0.1, 0.9, 0.9, float("nan")]), 2, ties=["a", "z", "b", "c"]) == [
+        2,
+        1,
+    ]
 
 
 def test_unit_rows_centres_then_scales():
@@ -72,8 +76,7 @@ def test_cluster_stratified_fills_uncovered_clusters_first(seed):
 def test_cluster_stratified_spreads_more_picks_than_clusters_round_robin():
     picks = cluster_stratified(POINTS, NONE, torch.tensor([6.0, 5, 4, 3, 2, 1]), 6, g())
     assert sorted(picks) == list(range(6)) and len(picks) == 6
-    assert cluster_stratified(POINTS, NONE, torch.zeros(6), 10, g()) != []  # k > n: all n
-    assert len(cluster_stratified(POINTS, NONE, torch.zeros(6), 10, g())) == 6
+    assert sorted(cluster_stratified(POINTS, NONE, torch.zeros(6), 10, g())) == list(range(6))
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -122,9 +122,11 @@ def test_measures_and_modes_compose():
 
 
 def test_top_selector_keeps_the_id_tie_rule():
-    s = fake_signals(4)
-    ids = ["d", "c", "b", "a"]
-    assert STRATEGIES["pe"].choose(s, ids, 2) == select_top_k(ids, STRATEGIES["pe"].score(s), 2)
+    """Equal PE everywhere: the two smallest ids, not the first two positions."""
+    flat = SequenceScores(torch.ones(4), torch.ones(4), torch.zeros(4), torch.ones(4))
+    s = Signals(4, 1, torch.Generator(), tuned=lambda: flat, base=lambda: flat)
+    chosen = STRATEGIES["pe"].choose(s, ["d", "c", "b", "a"], 2)
+    assert [(c.id, c.score, c.rank) for c in chosen] == [("a", 1.0, 0), ("b", 1.0, 1)]
 
 
 def test_spread_selector_picks_one_per_cluster():

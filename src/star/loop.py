@@ -114,7 +114,7 @@ class Run:
             clock = time.perf_counter()
             labeled = self.initial_labels()
             self.dir.write_labeled(labeled)
-            if self.config.loop.init_by == "strategy" and self.config.strategy != "random":
+            if self._strategy_chooses_init():
                 self._init_seconds = time.perf_counter() - clock
         for row in metrics:
             if on_round:
@@ -178,10 +178,12 @@ class Run:
         """Round 0's labels: random (the paper), or chosen by the strategy from the base model
         (`loop.init_by strategy`), as a labelling project's first `star next` chooses them."""
         size = self.config.loop.init_size
-        if self.config.loop.init_by == "random" or self.config.strategy == "random":
+        if not self._strategy_chooses_init():
             return initial_labels(self.splits.pool, size, self.config.seed)
-        chosen = self.choose(self.base, -1, {}, size)
-        return {s.id: 0 for s in chosen}
+        return {s.id: 0 for s in self.choose(self.base, -1, {}, size)}
+
+    def _strategy_chooses_init(self) -> bool:
+        return self.config.loop.init_by == "strategy" and self.config.strategy != "random"
 
     def evaluate(self, model, examples: list[Example], prompts: list[Encoded]) -> list:
         with models.merged(model, self.merge):

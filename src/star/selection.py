@@ -15,6 +15,8 @@ near-duplicates of one hard kind. Every function is deterministic given its gene
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 KMEANS_ITERATIONS = 30
@@ -97,10 +99,12 @@ def kmeans(
     return assign, centres
 
 
-def top_k(scores: torch.Tensor, k: int) -> list[int]:
-    """Positions of the k highest scores; NaN last, ties to the earlier position. (n,) -> k"""
+def top_k(scores: torch.Tensor, k: int, ties: Sequence | None = None) -> list[int]:
+    """Positions of the k highest scores; NaN last; equal scores in order of `ties` (n
+    sortable keys, e.g. ids), else of position. (n,) -> min(k, n) positions"""
     values = torch.nan_to_num(scores.double(), nan=float("-inf")).tolist()
-    return sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
+    key = list(range(len(values))) if ties is None else ties
+    return sorted(range(len(values)), key=lambda i: (-values[i], key[i]))[:k]
 
 
 def cluster_stratified(

@@ -237,7 +237,7 @@ class PoolSignals:
                     "embedding": distributed.map_shards(
                         [prompts[i] for i in missing],
                         lambda part: embed(self.model, part, self.pad_id, self.s.batch_tokens),
-                        lambda parts: torch.cat(list(parts)),
+                        torch.cat,
                     )
                 }
 

@@ -59,24 +59,22 @@ class Strategy:
     def choose(self, signals: Signals, ids: Sequence[str], k: int) -> list[Selected]:
         """Up to k of the candidates `ids` (in the signals' order), labelled-first order."""
         scores = self.score(signals)  # (n,)
-        if self.selector == "top":
-            return select_top_k(ids, scores, k)
-        if len(ids) != len(scores):
-            raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
-        if not ids:
-            raise EmptyPoolError("no unlabelled examples left to select from")
-        picks = SELECTORS[self.selector](signals, scores, k)
-        return [Selected(ids[i], float(scores[i]), rank) for rank, i in enumerate(picks)]
+        _check(ids, scores)
+        return _selected(ids, scores, SELECTORS[self.selector](signals, scores, k, ids))
 
 
-def _spread(select) -> Callable[[Signals, torch.Tensor, int], list[int]]:
-    return lambda s, scores, k: select(
+# selector(signals, scores (n,), k, ids (n,)) -> up to k candidate positions, in pick order
+Selector = Callable[[Signals, torch.Tensor, int, Sequence[str]], list[int]]
+
+
+def _spread(select) -> Selector:
+    return lambda s, scores, k, _: select(
         s.embeddings(), s.labeled_embeddings(), scores, k, s.generator
     )
 
 
-SELECTORS: dict[str, Callable[[Signals, torch.Tensor, int], list[int]]] = {
-    "top": lambda s, scores, k: selection.top_k(scores, k),
+SELECTORS: dict[str, Selector] = {
+    "top": lambda _, scores, k, ids: selection.top_k(scores, k, ties=ids),
     "cluster": _spread(selection.cluster_stratified),
     "kmeanspp": _spread(selection.weighted_kmeanspp),
 }
@@ -209,10 +207,18 @@ def select_top_k(ids: Sequence[str], scores: torch.Tensor, k: int) -> list[Selec
 
     ids: n candidate ids; scores: (n,). Asking for more than n returns all n. NaN ranks last.
     """
+    _check(ids, scores)
+    return _selected(ids, scores, selection.top_k(scores, k, ties=ids))
+
+
+def _check(ids: Sequence[str], scores: torch.Tensor) -> None:
     if len(ids) != len(scores):
         raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
     if not ids:
         raise EmptyPoolError("no unlabelled examples left to select from")
+
+
+def _selected(ids: Sequence[str], scores: torch.Tensor, picks: list[int]) -> list[Selected]:
+    """Picks as records; a NaN score is recorded as −inf, the rank it was given."""
     values = torch.nan_to_num(scores.double(), nan=float("-inf")).tolist()
-    order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:k]
-    return [Selected(ids[i], values[i], rank) for rank, i in enumerate(order)]
+    return [Selected(ids[i], values[i], rank) for rank, i in enumerate(picks)]
