@@ -15,7 +15,7 @@ from star.evaluate import (
     label_confidence,
     option_ids,
 )
-from star.generate import Generated, generate, greedy
+from star.generate import Generated, answer_length, generate, greedy
 from star.tasks import TASKS, load_split
 
 
@@ -187,3 +187,11 @@ def test_option_ids_end_with_eos_only_when_one_is_a_prefix_of_another(tiny):
         ids(tok, " card") + [tok.eos_token_id],
         ids(tok, " card arrival") + [tok.eos_token_id],
     ]
+
+
+@pytest.mark.parametrize(
+    "longest, expected",
+    [(None, 64), (1, 2), (2, 4), (10, 16), (42, 64), (60, 64)],
+)
+def test_answer_length_is_the_longest_answer_and_half_again_capped(longest, expected):
+    assert answer_length(longest, 64) == expected

@@ -246,3 +246,29 @@ def test_a_foreign_directory_is_refused(tmp_path):
     with pytest.raises(RunDirError, match="is not empty and holds no star run"):
         loop.run(small(), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_label_free_answers_are_the_most_likely_option_as_evaluation_reads_it(tmp_path):
+    """On a closed label set the model's own answer is the option evaluation would predict
+    (not 32 generated tokens), so label-free scoring of a classification pool is cheap."""
+    from star.evaluate import evaluate_options, option_ids
+
+    run = loop.Run(small(strategy="pe", **{"uncertainty.target": "generated"}), tmp_path / "r")
+    try:
+        examples = run.splits.pool[:12]
+        length, kind = run.answer_settings(examples, {})
+        assert (length, kind) == (run.spec.max_new_tokens, "options")
+        predicted = evaluate_options(
+            run.base,
+            run.tokenizer,
+            run.spec,
+            examples,
+            [run.gold[e.id] for e in examples],
+            run.batch_tokens,
+        )
+        spelled = option_ids(run.tokenizer, run.spec, run.spec.labels)
+        expected = [spelled[run.spec.labels.index(p.predicted)] for p in predicted]
+        assert run.answer(run.base, examples, length) == expected
+        assert run.answer_settings(examples, {examples[0].id: 0})[0] == 2  # 1 token + 1 + 0
+    finally:
+        run.dir.close()

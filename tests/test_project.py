@@ -179,6 +179,13 @@ def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
         ),
         (["label", "{p}", f("e.jsonl", '{"id": "r01", "label": "meh"}\n')], "is not one of"),
         (["label", "{p}", f("g.json", '{"not": "a list"}')], "expected Label Studio's JSON export"),
+        (
+            ["label", "{p}", f("h.jsonl", '{"id": "r01", "gold": "positive"}\n')],
+            "h.jsonl: no label column; expected rows with 'id' and 'label' or 'answer', "
+            "found 'gold', 'id'",
+        ),
+        (["label", "{p}", f("i.csv", "id,label\nr01,\nr02,\n")], "no row is labelled yet (2"),
+        (["label", "{p}", f("j.jsonl", "\n")], "j.jsonl: no rows; expected rows with 'id'"),
         (["next", "{p}", "--k", "0"], "--k must be at least 1"),
         (
             [
@@ -420,3 +427,13 @@ def test_answers_are_as_long_as_short_labels_need(tmp_path):
     assert star("label", path, longer, "--allow-unexported") == 0
     with Project.open(path) as p:
         assert p.answer_length(tok) == 64  # capped by --max-new-tokens
+
+
+def test_a_label_file_may_use_the_pools_answer_column(project, tmp_path, capsys):
+    """A new user writes {"id", "answer"} because the pool file says `answer`: it is read."""
+    labels = tmp_path / "answers.jsonl"
+    labels.write_text('{"id": "r01", "answer": "positive"}\n{"id": "r02", "answer": ""}\n')
+    assert star("label", project, labels, "--allow-unexported") == 0
+    assert "imported 1 label(s)" in capsys.readouterr().out
+    with Project.open(project) as p:
+        assert p.labels() == {"r01": "positive"}

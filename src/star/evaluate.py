@@ -139,6 +139,15 @@ def option_probabilities(
     return [torch.softmax(part, -1) for part in logp]
 
 
+def most_likely_options(
+    model, prompts: list[Encoded], options: list[list[list[int]]], pad_id: int, batch_tokens: int
+) -> list[int]:
+    """Index of each item's most likely option: the model's answer where the options are known,
+    as `evaluate_options` reads it."""
+    logp = option_logprobs(model, prompts, options, pad_id, batch_tokens)
+    return [int(part.argmax()) for part in logp]
+
+
 def option_ids(tokenizer, spec: TaskSpec, options: tuple[str, ...]) -> list[list[int]]:
     """Token ids of each option as the training target spells it. If one option's tokens are
     a prefix of another's, every option ends with EOS: the longer one could never win else."""

@@ -101,22 +101,53 @@ def ls_task(row: ToLabel, model_version: str) -> dict:
     }
 
 
-def parse(path: Path) -> list[Label]:
-    """Labels in a filled-in batch: .jsonl/.csv rows with `id` and `label`, or a Label Studio
-    JSON export (.json: a list of tasks with annotations)."""
+def parse(
+    path: Path, id_fields: tuple[str, ...] = ("id",), label_fields: tuple[str, ...] = ("label",)
+) -> list[Label]:
+    """Labels in a filled-in batch: .jsonl/.csv rows with an id and a label, or a Label Studio
+    JSON export (.json: a list of tasks with annotations).
+
+    A row's id and label are its first non-missing column of `id_fields` / `label_fields`, so
+    a file written with the pool's own column names (`answer`, say) reads too. A row with an
+    empty label is not labelled yet and skipped; a file in which no row has a label is an
+    error that names the columns expected and found, never "0 labels imported".
+    """
     if path.suffix.lower() == ".json":
         return _parse_label_studio(path)
-    labels = []
+    labels, rows, columns, blank = [], 0, set(), 0
     for number, row in raw_rows(path):
-        id_, label = row.get("id"), row.get("label")
+        rows += 1
+        columns.update(row)
+        id_, label = _first_of(row, id_fields), _first_of(row, label_fields)
         if not isinstance(id_, str | int) or isinstance(id_, bool) or not str(id_).strip():
-            raise BadInputError(f"{path}:{number}: missing or empty field 'id'")
+            raise BadInputError(f"{path}:{number}: missing or empty field {_either(id_fields)}")
         if label is None or (isinstance(label, str) and not label.strip()):
+            blank += label is not None or any(f in row for f in label_fields)
             continue  # not labelled yet
         if not isinstance(label, str | int | float) or isinstance(label, bool):
-            raise BadInputError(f"{path}:{number}: field 'label' must be text")
+            raise BadInputError(f"{path}:{number}: field {_either(label_fields)} must be text")
         labels.append(Label(number, str(id_).strip(), str(label).strip()))
+    if not labels:
+        expected = f"rows with {_either(id_fields)} and {_either(label_fields)}"
+        if not rows:
+            raise BadInputError(f"{path}: no rows; expected {expected}")
+        if not blank:
+            names = sorted(columns)
+            found = ", ".join(repr(c) for c in names[:10]) + (", …" if len(names) > 10 else "")
+            raise BadInputError(f"{path}: no label column; expected {expected}, found {found}")
+        raise BadInputError(
+            f"{path}: no row is labelled yet ({rows} row(s), {_either(label_fields)} empty)"
+        )
     return labels
+
+
+def _first_of(row: dict, fields: tuple[str, ...]):
+    """The value of the first of `fields` that the row has (None if none)."""
+    return next((row[f] for f in fields if row.get(f) is not None), None)
+
+
+def _either(fields: tuple[str, ...]) -> str:
+    return " or ".join(repr(f) for f in dict.fromkeys(fields))
 
 
 def _parse_label_studio(path: Path) -> list[Label]:

@@ -37,6 +37,15 @@ class Generated:
 
 
 @torch.inference_mode()
+def answer_length(longest: int | None, cap: int) -> int:
+    """New tokens for a label-free answer: the longest known answer (tokens) and half as much
+    again, at most `cap`; `cap` while none is known. A class name needs a few tokens, not the
+    64 of a base model rambling on; free answers keep a margin over the longest one seen."""
+    if longest is None:
+        return cap
+    return min(cap, longest + 1 + longest // 2)
+
+
 def generate(
     model,
     tokenizer,

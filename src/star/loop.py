@@ -25,8 +25,8 @@ from star.cache import SignalCache, signal_root
 from star.config import RunConfig
 from star.data import Encoded, Example, encode
 from star.errors import ConfigError
-from star.evaluate import evaluate, evaluate_options, summarise
-from star.generate import generate
+from star.evaluate import evaluate, evaluate_options, most_likely_options, option_ids, summarise
+from star.generate import answer_length, generate
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
 from star.strategies import STRATEGIES, configure
@@ -204,39 +204,92 @@ class Run:
             self.batch_tokens,
         )
 
-    def answer(self, model, items: list[Encoded]) -> list[list[int]]:
-        """The model's greedy answers (label-free uncertainty is measured on them)."""
-        answers = distributed.map_shards(
-            items,
-            lambda part: generate(
-                model,
-                self.tokenizer,
-                part,
-                self.spec.max_new_tokens,
-                self.config.inference.eval_batch_size,
-                prefill_tokens=self.batch_tokens,
-                desc="answering pool",
-            ),
-            distributed.concat,
-        )
-        return [a.token_ids for a in answers]
-
-    def base_cache(self, kind: str) -> SignalCache:
-        """One per run and kind: in memory when the cache is off (the first need fills it)."""
-        if kind not in self._base_caches:
-            root = signal_root(models.cache_dir()) if self.config.inference.signal_cache else None
-            self._base_caches[kind] = base_cache(
-                root, self.base, self.dtype, self.signal_settings(0), kind
+    def answer(self, model, examples: list[Example], length: int) -> list[list[int]]:
+        """The model's answers, which label-free uncertainty is measured on, as a labelling
+        project's `next` answers: its most likely option where the example has a closed label
+        set (what evaluation reads), greedy generation of at most `length` tokens otherwise."""
+        out: list[list[int]] = [[] for _ in examples]
+        closed = [i for i, e in enumerate(examples) if self.options_of(e)]
+        free = [i for i, e in enumerate(examples) if not self.options_of(e)]
+        if closed:
+            table: dict[tuple[str, ...], list[list[int]]] = {}
+            for i in closed:
+                labels = self.options_of(examples[i])
+                if labels not in table:
+                    table[labels] = option_ids(self.tokenizer, self.spec, labels)
+            work = [
+                (self.gold[examples[i].id], table[self.options_of(examples[i])]) for i in closed
+            ]
+            best = distributed.map_shards(
+                work,
+                lambda part: most_likely_options(
+                    model,
+                    [x for x, _ in part],
+                    [o for _, o in part],
+                    self.pad_id,
+                    self.batch_tokens,
+                ),
+                distributed.concat,
             )
-        return self._base_caches[kind]
+            for i, (_, options), b in zip(closed, work, best, strict=True):
+                out[i] = options[b]
+        if free:
+            answers = distributed.map_shards(
+                [self.gold[examples[i].id] for i in free],
+                lambda part: generate(
+                    model,
+                    self.tokenizer,
+                    part,
+                    length,
+                    self.config.inference.eval_batch_size,
+                    prefill_tokens=self.batch_tokens,
+                    desc="answering pool",
+                ),
+                distributed.concat,
+            )
+            for i, a in zip(free, answers, strict=True):
+                out[i] = a.token_ids
+        return out
 
-    def signal_settings(self, k: int) -> SignalSettings:
+    def options_of(self, example: Example) -> tuple[str, ...]:
+        """The example's closed label set (its own choices, else the task's), or ()."""
+        return example.choices or self.spec.labels or ()
+
+    def options_key(self, example: Example) -> list[int]:
+        """What besides the prompt decides a label-free answer: the label set (a cache key)."""
+        labels = self.options_of(example)
+        return (
+            self.tokenizer("\x1f".join(labels), add_special_tokens=False)["input_ids"]
+            if labels
+            else []
+        )
+
+    def answer_settings(
+        self, candidates: list[Example], labeled: dict[str, int]
+    ) -> tuple[int, str]:
+        """(length, kind) of the candidates' label-free answers: the length for free answers from
+        the labelled ones (`generate.answer_length`); the kind names the rule in cache keys."""
+        longest = max((len(self.gold[i].target_ids) for i in labeled), default=None)
+        length = answer_length(longest, self.spec.max_new_tokens)
+        free = any(not self.options_of(e) for e in candidates)
+        return length, f"options+greedy:{length}" if free else "options"
+
+    def base_cache(self, kind: str, settings: SignalSettings) -> SignalCache:
+        """One per run, kind and answer rule: in memory when the cache is off (the first need
+        fills it)."""
+        key = f"{kind}|{settings.answer_kind}"
+        if key not in self._base_caches:
+            root = signal_root(models.cache_dir()) if self.config.inference.signal_cache else None
+            self._base_caches[key] = base_cache(root, self.base, self.dtype, settings, kind)
+        return self._base_caches[key]
+
+    def signal_settings(self, k: int, answer_kind: str) -> SignalSettings:
         return SignalSettings.of(
             self.config.uncertainty,
             batch_tokens=self.batch_tokens,
             mc_seed=derived_seed(self.config.seed, k, _MC),
             merge=self.merge,
-            answer_kind=f"greedy:{self.spec.max_new_tokens}",
+            answer_kind=answer_kind,
         )
 
     def _subsample(self) -> int | None:
@@ -256,13 +309,16 @@ class Run:
         candidates = [unlabeled[i] for i in keep]
         u = self.config.uncertainty
         items = [self.gold[e.id] for e in candidates]
+        length, answer_kind = self.answer_settings(candidates, labeled)
+        settings = self.signal_settings(max(k, 0), answer_kind)
         source = PoolSignals(
             model,
             items,
             self.pad_id,
-            self.signal_settings(max(k, 0)),
-            lambda m, positions, _: self.answer(m, [items[i] for i in positions]),
-            self.base_cache,
+            settings,
+            lambda m, positions, _: self.answer(m, [candidates[i] for i in positions], length),
+            lambda kind: self.base_cache(kind, settings),
+            answer_keys=[self.options_key(e) for e in candidates],
             labeled=[self.gold[e.id].prompt_ids for e in self.splits.pool if e.id in labeled],
         )
         signals = source.signals(

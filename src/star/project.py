@@ -40,7 +40,7 @@ from star.data import Encoded
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.evaluate import Prediction, option_probabilities, summarise
 from star.formats import SUFFIX, Label, ToLabel, parse, render
-from star.generate import generate
+from star.generate import answer_length, generate
 from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed
 from star.pool import Fields, Item, read_items
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
@@ -256,7 +256,8 @@ class Project:
         labels, exported = self.labels(), {i for b in self.batches() for i in b["ids"]}
         new: dict[str, Label] = {}
         unchanged = 0
-        for lab in parse(file):
+        fields = self.settings.fields
+        for lab in parse(file, ("id", fields.id), ("label", fields.answer)):
             where = f"{file}:{lab.line}" if file.suffix != ".json" else f"{file}: task {lab.line}"
             item = pool.get(lab.id)
             if item is None:
@@ -494,14 +495,12 @@ class Project:
         )
 
     def answer_length(self, tok) -> int:
-        """New tokens to generate: once there are labels, the longest so far and half as much
-        again (capped by --max-new-tokens). A class name needs a few tokens, not 64 of a base
-        model rambling on; free answers keep a margin over the longest one seen."""
+        """New tokens to generate for a free answer (`generate.answer_length`)."""
         values = set(self.labels().values())
-        if not values:
-            return self.settings.max_new_tokens
-        longest = max(len(tok(v, add_special_tokens=False)["input_ids"]) for v in values)
-        return min(self.settings.max_new_tokens, longest + 1 + longest // 2)
+        longest = max(
+            (len(tok(v, add_special_tokens=False)["input_ids"]) for v in values), default=None
+        )
+        return answer_length(longest, self.settings.max_new_tokens)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         rounds = self.rounds()
