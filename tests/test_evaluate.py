@@ -76,6 +76,9 @@ def test_batched_generation_equals_one_at_a_time(tiny):
         assert together.token_ids == alone.token_ids
         assert torch.allclose(together.chosen_logp, alone.chosen_logp, atol=1e-4)
         assert together.text == tok.decode(alone.token_ids, skip_special_tokens=True)
+    # no autograd graph: results that held one kept every batch's activations alive
+    assert not any(g.chosen_logp.requires_grad for g in batched)
+    assert any(p.requires_grad for p in model.parameters())  # so the check above can fail
 
 
 def test_greedy_matches_hf_generate(tiny):

@@ -36,7 +36,6 @@ class Generated:
         ]
 
 
-@torch.inference_mode()
 def answer_length(longest: int | None, cap: int) -> int:
     """New tokens for a label-free answer: the longest known answer (tokens) and half as much
     again, at most `cap`; `cap` while none is known. A class name needs a few tokens, not the
@@ -46,6 +45,7 @@ def answer_length(longest: int | None, cap: int) -> int:
     return min(cap, longest + 1 + longest // 2)
 
 
+@torch.inference_mode()
 def generate(
     model,
     tokenizer,
