@@ -30,6 +30,7 @@ def signal_settings(**changes):
         mc_seed=5,
         merge=False,
         answer_kind="greedy:4",
+        start_id=1,
     )
     return dataclasses.replace(settings, **changes)
 

@@ -101,15 +101,36 @@ def test_base_signals_come_from_the_cache_once(tuned, monkeypatch, tmp_path):
     spy = Spy(monkeypatch)
     cache = SignalCache(tmp_path, "ns")
     first = source(tuned[0], spy, mc_passes=1, cache=lambda kind: cache).base()
-    assert spy.scored == [(12, 1)]
+    assert spy.scored == [(12, 1), (12, 1)]  # with the prompt, and without it (IFD)
     again = source(
         tuned[0], spy, mc_passes=1, cache=lambda kind: SignalCache(tmp_path, "ns")
     ).base()
-    assert spy.scored == [(12, 1)]  # nothing recomputed
+    assert spy.scored == [(12, 1), (12, 1)]  # nothing recomputed
     assert torch.equal(first.pe, again.pe) and torch.equal(first.n_tokens, again.n_tokens)
     with tuned[0].disable_adapter():
         direct = score(tuned[0], items(12), 0, 64)
     assert torch.allclose(first.pe, direct.pe, atol=1e-5)
+
+
+def test_the_base_prior_scores_each_distinct_answer_once_after_the_start_token(
+    tuned, monkeypatch, tmp_path
+):
+    """IFD's unconditional term: the same answers as `base()`, after `start_id` alone, one
+    pass per distinct answer; the answer the base model gives (target generated) is the one
+    scored, and the cache keeps it with the conditional scores."""
+    spy = Spy(monkeypatch)  # answers [7, 8] for every item
+    cache = SignalCache(tmp_path, "ns")
+    pool = source(tuned[0], spy, mc_passes=1, target="generated", cache=lambda kind: cache)
+    prior = pool.base_prior()
+    assert spy.scored == [(12, 1), (1, 1)] and spy.answered == list(range(12))
+    with tuned[0].disable_adapter():
+        alone = score(tuned[0], [Encoded([SETTINGS.start_id], [7, 8])], 0, 64)
+        conditional = score(tuned[0], [Encoded(x.prompt_ids, [7, 8]) for x in items(12)], 0, 64)
+    assert torch.allclose(prior.pe, alone.pe.expand(12), atol=1e-6)
+    assert torch.allclose(pool.base().pe, conditional.pe, atol=1e-5)
+    assert prior.n_tokens.tolist() == [2] * 12
+    again = source(tuned[0], spy, mc_passes=1, target="generated", cache=lambda kind: cache)
+    assert torch.equal(again.base_prior().pe, prior.pe) and spy.scored == [(12, 1), (1, 1)]
 
 
 def test_an_embedding_does_not_depend_on_its_batch(tiny):

@@ -42,12 +42,19 @@ def fake_signals(n: int, seed: int = 0, round: int = 0) -> Signals:
         bald=torch.zeros(n),
         n_tokens=torch.ones(n, dtype=torch.long),
     )
+    prior = SequenceScores(
+        pe=2 * torch.arange(n, dtype=torch.float),
+        token_entropy=torch.zeros(n),
+        bald=torch.zeros(n),
+        n_tokens=torch.ones(n, dtype=torch.long),
+    )
     return Signals(
         size=n,
         round=round,
         generator=torch.Generator().manual_seed(seed),
         tuned=lambda: tuned,
         base=lambda: base,
+        base_prior=lambda: prior,
         embeddings=lambda: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)),
         labeled_embeddings=lambda: torch.randn(2, 8, generator=torch.Generator().manual_seed(9)),
     )
@@ -65,6 +72,7 @@ def test_registry_holds_the_papers_strategies():
         "bald",
         "star",
         "star-authors",
+        "star-ifd",
         "typical",
         "pe-cluster",
         "pe-kmeanspp",
@@ -72,6 +80,8 @@ def test_registry_holds_the_papers_strategies():
         "entropy-kmeanspp",
         "star-cluster",
         "star-kmeanspp",
+        "star-ifd-cluster",
+        "star-ifd-kmeanspp",
     ]
     assert STRATEGIES["star"].defaults == {"uncertainty.mc_passes": 3, "train.b_decay": 0.5}
     assert STRATEGIES["star-cluster"].defaults == {
@@ -116,6 +126,11 @@ def test_measures_and_modes_compose():
     assert STRATEGIES["entropy-subtract"].score(s).tolist() == pytest.approx([1, 2 / 3, 1 / 3, 0])
     # the authors' formula: raw tuned pe [0, 1, 2, 3] · 0.1 + 0.9 · N(base) [0, 1/9, 4/9, 1]
     assert STRATEGIES["star-authors"].score(s).tolist() == pytest.approx([0, 0.2, 0.6, 1.2])
+    # IFD base term: base pe [0, 1, 4, 9] − prompt-free pe [0, 2, 4, 6] = [0, −1, 0, 3],
+    # normalised [1/4, 0, 1/4, 1]; round 0: 0.1 · N(tuned) + 0.9 · that
+    assert STRATEGIES["star-ifd"].score(s).tolist() == pytest.approx(
+        [0.225, 0.1 / 3, 0.2 / 3 + 0.225, 1]
+    )
     # a selector changes the picks, never the scores
     assert torch.equal(STRATEGIES["pe-cluster"].score(s), STRATEGIES["pe"].score(s))
     assert STRATEGIES["typical"].score(s).tolist() == [0, 0, 0, 0]

@@ -9,6 +9,7 @@ from star.uncertainty import (
     dynamic_mix,
     dynamic_weight,
     flatten_masked,
+    instruction_difficulty,
     normalise,
     reduce_by_row,
     subtract,
@@ -92,3 +93,11 @@ def test_subtract_sign():
     """Positive where the tuned model is more uncertain than the base model, relatively."""
     tuned, base = torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])
     assert subtract(tuned, base).tolist() == pytest.approx([1.0, -0.5, -0.5])
+
+
+def test_instruction_difficulty_cancels_what_the_answer_form_costs():
+    """Two answers of very different prior cost (a long number, a short word) that the prompt
+    helps equally get the same difficulty; the one the prompt helps less ranks higher."""
+    conditional = torch.tensor([9.0, 2.0, 3.0])
+    unconditional = torch.tensor([10.0, 3.0, 3.5])
+    assert instruction_difficulty(conditional, unconditional).tolist() == [-1.0, -1.0, -0.5]

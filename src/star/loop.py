@@ -290,6 +290,7 @@ class Run:
             mc_seed=derived_seed(self.config.seed, k, _MC),
             merge=self.merge,
             answer_kind=answer_kind,
+            start_id=models.start_id(self.tokenizer),
         )
 
     def _subsample(self) -> int | None:

@@ -154,6 +154,11 @@ def check_causal_lm(name: str) -> None:
         )
 
 
+def start_id(tokenizer) -> int:
+    """The token an answer is scored after when it has no prompt: BOS, or EOS without one."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 def load(config: ModelConfig):
     """(model in eval mode on the device, tokenizer with a pad token)."""
     folder = model_folder(config.name)

@@ -434,13 +434,13 @@ class Project:
             model,
             self._encode(tok, [c.prompt for c in candidates], [""] * len(candidates)),
             tok.pad_token_id,
-            self._signal_settings(budget, seed_round, length, merge=tuned is not None),
+            self._signal_settings(tok, budget, seed_round, length, merge=tuned is not None),
             answer,
             lambda kind: base_cache(
                 signal_root(models.cache_dir()) if run.inference.signal_cache else None,
                 base,
                 next(base.parameters()).dtype,
-                self._signal_settings(budget, seed_round, length),
+                self._signal_settings(tok, budget, seed_round, length),
                 kind,
             ),
             answer_keys=[
@@ -482,7 +482,7 @@ class Project:
         return models.merge_pays(self.settings.run.inference.merge_lora, models.device())
 
     def _signal_settings(
-        self, budget: int, seed_round: int, length: int, merge: bool = False
+        self, tok, budget: int, seed_round: int, length: int, merge: bool = False
     ) -> SignalSettings:
         u = self.settings.run.uncertainty
         return SignalSettings.of(
@@ -492,6 +492,7 @@ class Project:
             mc_seed=derived_seed(self.settings.run.seed, seed_round, _MC),
             merge=merge and self._merge(),
             answer_kind=f"project:{length}",
+            start_id=models.start_id(tok),
         )
 
     def answer_length(self, tok) -> int:

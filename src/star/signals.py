@@ -34,6 +34,7 @@ from star.uncertainty import SequenceScores
 # positions; `base` is True when the adapter is switched off for them
 Answerer = Callable[[object, list[int], bool], list[list[int]]]
 _SCORE_COLUMNS = ("pe", "token_entropy", "bald", "n_tokens")
+_PRIOR_COLUMNS = ("prior_pe", "prior_token_entropy")  # the same answers with no prompt
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class SignalSettings:
     mc_seed: int  # torch seed of the dropout masks
     merge: bool  # deterministic passes on merged LoRA weights
     answer_kind: str  # what `answer` does, e.g. "greedy:32": part of the base cache key
+    start_id: int  # the one token an answer is scored after when it has no prompt (IFD prior)
 
     @classmethod
     def of(cls, u: UncertaintyConfig, **engine) -> SignalSettings:
@@ -83,7 +85,8 @@ def base_cache(
             root, namespace(kind="base-embeddings", weights=_fingerprint(model), dtype=str(dtype))
         )
     space = namespace(
-        kind="base-scores",
+        kind="base-scores+prior",
+        start=settings.start_id,
         weights=_fingerprint(model),
         dtype=str(dtype),
         target=settings.target,
@@ -134,6 +137,8 @@ class PoolSignals:
         self.adapted = hasattr(model, "disable_adapter")
         self.tuned = functools.cache(self._tuned)
         self.base = functools.cache(self._base)
+        self.base_prior = functools.cache(self._base_prior)
+        self._base_rows = functools.cache(self._fetch_base_rows)
         self.tuned_answers = functools.cache(self._tuned_answers)
         self._embedded = functools.cache(self._embed_all)
 
@@ -144,6 +149,7 @@ class PoolSignals:
             generator=generator,
             tuned=self.tuned,
             base=self.base,
+            base_prior=self.base_prior,
             embeddings=lambda: self._embedded()[: len(self.items)],
             labeled_embeddings=lambda: self._embedded()[len(self.items) :],
             **mix,
@@ -204,14 +210,27 @@ class PoolSignals:
         """Never changes for an example: looked up in the cache, computed for what is missing."""
         if not self.adapted:  # before the first round the tuned model is the base model
             return self.tuned()
+        rows = self._base_rows()
+        return SequenceScores(*(torch.stack([r[c] for r in rows]) for c in _SCORE_COLUMNS))
+
+    def _base_prior(self) -> SequenceScores:
+        """The base model's scores of the answers `base()` measures, with no prompt before them
+        (only `start_id`): what the answer's own form costs, whatever the question."""
+        if not self.adapted:
+            return self._prior(self._targets())
+        rows = self._base_rows()
+        pe, entropy = (torch.stack([r[c] for r in rows]) for c in _PRIOR_COLUMNS)
+        n_tokens = torch.stack([r["n_tokens"] for r in rows])
+        return SequenceScores(pe, entropy, torch.zeros_like(pe), n_tokens)
+
+    def _fetch_base_rows(self) -> list[dict[str, torch.Tensor]]:
         gold = self.s.target == "gold"
         cache = self.cache("scores")
         keys = [
             cache.key(x.prompt_ids, x.target_ids if gold else extra)
             for x, extra in zip(self.items, self.answer_keys, strict=True)
         ]
-        rows = cache.fetch(keys, self._base_columns)
-        return SequenceScores(*(torch.stack([r[c] for r in rows]) for c in _SCORE_COLUMNS))
+        return cache.fetch(keys, self._base_columns)
 
     def _base_columns(self, missing: list[int]) -> dict[str, torch.Tensor]:
         items = [self.items[i] for i in missing]
@@ -220,7 +239,28 @@ class PoolSignals:
                 answers = self.answer(self.model, missing, True)
                 items = [Encoded(x.prompt_ids, a) for x, a in zip(items, answers, strict=True)]
             scores = self._score(items, 1, "scoring (base)")
-        return {c: getattr(scores, c) for c in _SCORE_COLUMNS}
+            prior = self._prior(items)
+        return {
+            **{c: getattr(scores, c) for c in _SCORE_COLUMNS},
+            "prior_pe": prior.pe,
+            "prior_token_entropy": prior.token_entropy,
+        }
+
+    def _prior(self, items: list[Encoded]) -> SequenceScores:
+        """Scores of the items' answers after `start_id` alone; an answer is scored once however
+        many items give it (a closed label set has few)."""
+        answers = list(dict.fromkeys(tuple(x.target_ids) for x in items))
+        scores = self._score(
+            [Encoded([self.s.start_id], list(a)) for a in answers], 1, "scoring (base, no prompt)"
+        )
+        at = {a: i for i, a in enumerate(answers)}
+        index = torch.tensor([at[tuple(x.target_ids)] for x in items], dtype=torch.long)
+        return SequenceScores(
+            scores.pe[index],
+            scores.token_entropy[index],
+            scores.bald[index],
+            scores.n_tokens[index],
+        )
 
     def _embed_all(self) -> torch.Tensor:
         """(n + m, H) base-model prompt embeddings, candidates then labelled, through the cache."""

@@ -23,12 +23,17 @@ from star.uncertainty import (
     dynamic_mix,
     dynamic_mix_authors,
     dynamic_weight,
+    instruction_difficulty,
     subtract,
 )
 
 
 def _no_embeddings() -> torch.Tensor:
     raise ValueError("this source of signals has no embeddings")
+
+
+def _no_prior() -> SequenceScores:
+    raise ValueError("this source of signals has no prompt-free base scores")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Signals:
     generator: torch.Generator  # seeded per (run seed, round)
     tuned: Callable[[], SequenceScores]  # this round's adapter (MC-averaged when K > 1)
     base: Callable[[], SequenceScores]  # the base model, no adapter (cached for the run)
+    base_prior: Callable[[], SequenceScores] = _no_prior  # base's answers with no prompt
     embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (n, H) base model, prompts
     labeled_embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (m, H) the labelled set
     dynamic_w0: float = 0.1
@@ -133,6 +139,15 @@ def dynamic(measure: str | None, mix=dynamic_mix) -> Callable[[Signals], torch.T
     return score
 
 
+def dynamic_ifd(s: Signals) -> torch.Tensor:
+    """STAR's dynamic mix with the base term as instruction-following difficulty: the base
+    model's measure of the answer given the prompt minus without it (method.md §5)."""
+    m = MEASURES[s.star_measure]
+    weight = dynamic_weight(s.round, s.dynamic_w0, s.dynamic_step)
+    base = instruction_difficulty(m(s.base()), m(s.base_prior()))
+    return dynamic_mix(m(s.tuned()), base, weight)
+
+
 register(
     "random", "uniform random sampling: the baseline every strategy must beat", reads_model=False
 )(lambda s: torch.rand(s.size, generator=s.generator))
@@ -159,6 +174,12 @@ register(
     defaults={"uncertainty.mc_passes": 3, "train.b_decay": 0.5},
 )(dynamic(None, dynamic_mix_authors))
 register(
+    "star-ifd",
+    "STAR with the base term as IFD: base PE of the answer given the prompt minus without it, "
+    "so the answer's own form cancels",
+    defaults={"uncertainty.mc_passes": 3, "train.b_decay": 0.5},
+)(dynamic_ifd)
+register(
     "typical",
     "no uncertainty: the most typical prompt of each k-means cluster the labels do not cover "
     "(TypiClust-style); label-free, no pass of the tuned model",
@@ -171,7 +192,7 @@ LABEL_FREE = {
     "uncertainty.length_norm": True,
     "loop.init_by": "strategy",
 }
-for _base in ("pe", "entropy", "star"):
+for _base in ("pe", "entropy", "star", "star-ifd"):
     for _selector, _what in _SELECTOR_NAMES.items():
         _s = STRATEGIES[_base]
         register(

@@ -155,3 +155,15 @@ class SequenceScores:
         return SequenceScores(
             *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))
         )
+
+
+def instruction_difficulty(conditional: torch.Tensor, unconditional: torch.Tensor) -> torch.Tensor:
+    """IFD in log space (Li et al. 2024, "From Quantity to Quality", NAACL): the ratio of an
+    answer's perplexity with and without its prompt, here conditional − unconditional.
+
+    conditional, unconditional: (n,) the same measure (PE or ME) of the same answers after the
+    prompt and after no prompt. With length-normalised PE it is log(PPL(y | x) / PPL(y));
+    summed, it is −PMI(x; y). What the answer's own form costs (its length, a number or a
+    word) cancels; what is left is how little the prompt helps. returns: (n,)
+    """
+    return conditional - unconditional

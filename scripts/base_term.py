@@ -1,0 +1,99 @@
+"""Does the base-model term of STAR measure *which kind* of example it is? No training: the
+check behind docs/results.md's "A base term that does not just measure answer format".
+
+    .venv/bin/python scripts/base_term.py mix trec
+
+For seed 0's pool (the size configs/selection/TASK.yaml uses), the 64 candidates each base
+term ranks highest, by group (mix: kind; text tasks: gold class), against the pool's own
+shares (what random picks get on average):
+  - base PE: the base model's PE of the gold answer given the prompt (star's base term, the
+    paper's setting: gold target, summed);
+  - IFD: that PE minus the PE of the same answer with no prompt (`instruction_difficulty`);
+and the same two label-free (the base model's own answer, length-normalised).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from star import config as cfg
+from star import loop
+from star.signals import PoolSignals
+from star.strategies import configure
+from star.uncertainty import instruction_difficulty
+
+sys.path.insert(0, str(Path(__file__).parent))
+from breakdown import groups  # noqa: E402
+
+TOP = 64
+
+
+def share(ids: list[str], group: dict[str, str]) -> collections.Counter:
+    return collections.Counter(group[i] for i in ids)
+
+
+def base_scores(config) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """(pool, base PE, prompt-free PE) of seed 0's pool: one base pass, through the cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = loop.Run(config, Path(tmp) / "run")
+        try:
+            pool = run.splits.pool
+            length, kind = run.answer_settings(pool, {})
+            settings = dataclasses.replace(run.signal_settings(0, kind), mc_passes=1)
+            source = PoolSignals(
+                run.base,
+                [run.gold[e.id] for e in pool],
+                run.pad_id,
+                settings,
+                lambda m, positions, _: run.answer(m, [pool[i] for i in positions], length),
+                lambda k: run.base_cache(k, settings),
+            )
+            return pool, source.base().pe, source.base_prior().pe
+        finally:
+            run.dir.close()
+
+
+def main(tasks: list[str]) -> None:
+    root = Path(__file__).resolve().parents[1] / "configs" / "selection"
+    for task in tasks:
+        base = yaml.safe_load((root / f"{task}.yaml").read_text())
+        group = groups(task)
+        for target, norm in (("gold", False), ("generated", True)):
+            config = configure(
+                cfg.build(
+                    {
+                        "strategy": "star",
+                        "uncertainty.target": target,
+                        "uncertainty.length_norm": norm,
+                    },
+                    base,
+                )
+            )
+            pool, conditional, prior = base_scores(config)
+            ids = [e.id for e in pool]
+            everyone = share(ids, group)
+            rows = {
+                "base PE": conditional,
+                "IFD": instruction_difficulty(conditional, prior),
+            }
+            print(f"\n{task}, target {target}, length_norm {norm}, pool {len(pool)}, top {TOP}")
+            names = sorted(everyone)
+            print("| term | " + " | ".join(names) + " |")
+            print("|---|" + "---|" * len(names))
+            expected = [f"{TOP * everyone[n] / len(pool):.1f}" for n in names]
+            print("| pool share × 64 (random) | " + " | ".join(expected) + " |")
+            for name, values in rows.items():
+                top = torch.argsort(values, descending=True, stable=True)[:TOP].tolist()
+                got = share([ids[i] for i in top], group)
+                print(f"| {name} | " + " | ".join(str(got[n]) for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["mix", "trec"])
