@@ -272,3 +272,39 @@ def test_label_free_answers_are_the_most_likely_option_as_evaluation_reads_it(tm
         assert run.answer_settings(examples, {examples[0].id: 0})[0] == 2  # 1 token + 1 + 0
     finally:
         run.dir.close()
+
+
+def test_a_stopping_rule_ends_the_run_and_a_resumed_run_stays_stopped(tmp_path):
+    config = small(
+        strategy="random",
+        **{"loop.stop": "uncertainty", "loop.stop_threshold": 1.0, "loop.stop_size": 6},
+    )
+    metrics = loop.run(config, tmp_path / "run")
+    assert [m["round"] for m in metrics] == [0] and metrics[0]["stopped"] is True
+    assert metrics[0]["stop"]["kappa"] is None  # one round: no pair to compare yet
+    rows = read(tmp_path / "run" / "rounds" / "000" / "stop.jsonl")
+    assert len(rows) == 6 and all(
+        r["answer"] in "ABCD" and 0 <= r["uncertainty"] <= 1 for r in rows
+    )
+    assert metrics[0]["stop"]["uncertainty"] == pytest.approx(
+        sum(r["uncertainty"] for r in rows) / 6
+    )
+    assert not (tmp_path / "run" / "rounds" / "000" / "selected.jsonl").exists()
+    assert loop.run(config, tmp_path / "run") == metrics  # resumed: nothing left to do
+
+
+def test_the_stop_figures_are_the_rules_on_the_saved_answers(tmp_path):
+    from star.stopping import cohen_kappa
+
+    config = small(strategy="random", **{"loop.stop": "kappa", "loop.rounds": 2})
+    metrics = loop.run(config, tmp_path / "run")
+    assert [m["stopped"] for m in metrics] == [False, False]  # a window of 3 needs 4 rounds
+    first, second = (read(tmp_path / "run" / "rounds" / f"00{k}" / "stop.jsonl") for k in (0, 1))
+    assert [r["id"] for r in first] == [r["id"] for r in second] and len(first) == 64  # all
+    kappa = cohen_kappa([r["answer"] for r in first], [r["answer"] for r in second])
+    assert metrics[1]["stop"]["kappa"] == pytest.approx(kappa)
+    plain = loop.run(small(strategy="random", **{"loop.rounds": 1}), tmp_path / "plain")
+    assert (
+        "stop" not in plain[0]
+        and not (tmp_path / "plain" / "rounds" / "000" / "stop.jsonl").exists()
+    )

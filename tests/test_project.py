@@ -437,3 +437,34 @@ def test_a_label_file_may_use_the_pools_answer_column(project, tmp_path, capsys)
     assert "imported 1 label(s)" in capsys.readouterr().out
     with Project.open(project) as p:
         assert p.labels() == {"r01": "positive"}
+
+
+def test_status_says_whether_to_stop_after_two_trained_rounds(project, tmp_path, capsys):
+    from star.stopping import cohen_kappa
+
+    for n in range(2):
+        assert star("next", project, "--k", 4, "--out", tmp_path / f"b{n}.jsonl") == 0
+        assert (
+            star("label", project, fill(tmp_path / f"b{n}.jsonl", tmp_path / f"l{n}.jsonl", GOLD))
+            == 0
+        )
+        assert star("train", project) == 0
+    answers = [
+        [
+            r["answer"]
+            for r in map(
+                json.loads, (project / "rounds" / f"00{k}" / "stop.jsonl").read_text().splitlines()
+            )
+        ]
+        for k in (0, 1)
+    ]
+    assert len(answers[0]) == 20  # the whole pool: smaller than the default stop set
+    capsys.readouterr()
+    assert star("status", project) == 0
+    stop = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stop:")]
+    kappa = cohen_kappa(*answers)
+    assert stop[0] == (
+        f"stop: no (kappa: mean κ {kappa:.3f} over the last 1 of 3 round pairs (window not "
+        "full), stop at ≥ 0.99)"
+    )
+    assert stop[1].startswith("stop: ") and "(uncertainty: mean uncertainty " in stop[1]

@@ -7,3 +7,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 __version__ = "0.3.0"  # 0.3: task files, text-classification tasks, eval_mode; 0.2: projects
+
+# The public API (star.api, docs/api.md), imported on first use so `star --help` stays quick.
+_API = (
+    "Fields",
+    "Project",
+    "RunConfig",
+    "SequenceScores",
+    "Signals",
+    "init_project",
+    "list_strategies",
+    "make_config",
+    "open_project",
+    "read_metrics",
+    "register",
+    "run",
+)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from star import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'star' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -241,28 +241,26 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from star.pool import Fields
-    from star.project import Project, Settings
-    from star.state import read_tree
-    from star.strategies import configure
+    from star import api
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    base = read_tree(args.config) if args.config else None
-    fields = Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
-    settings = Settings(fields, args.max_new_tokens, configure(cfg.build(_given(args), base)))
-    Project.init(args.dir, args.pool, settings, args.seed_labels, args.eval)
-    with Project.open(args.dir) as project:
+    fields = api.Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
+    config = api.make_config(_given(args), args.config)
+    api.init_project(
+        args.dir, args.pool, config, args.seed_labels, args.eval, fields, args.max_new_tokens
+    )
+    with api.open_project(args.dir) as project:
         _print_status(project.status())
     return 0
 
 
 def _next(args: argparse.Namespace) -> int:
-    from star.project import Project
+    from star import api
 
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")
-    with Project.open(args.dir) as project:
+    with api.open_project(args.dir) as project:
         out, n, left = project.next(args.k, args.format, args.out)
     if n < args.k:
         print(f"only {left} unlabelled item(s) were left; all of them are in this batch")
@@ -322,9 +320,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from star.project import Project
+    from star import api
 
-    with Project.open(args.dir) as project:
+    with api.open_project(args.dir) as project:
         _print_project_round(project.train())
     return 0
 
@@ -344,6 +342,8 @@ def _print_status(status: dict) -> None:
     )
     for row in status["rounds"]:
         _print_project_round(row)
+    for line in status["stop"]:
+        print(line)
 
 
 def _print_project_round(row: dict) -> None:
@@ -362,17 +362,12 @@ def _export_adapter(args: argparse.Namespace) -> int:
 
 def resolve_config(args: argparse.Namespace) -> cfg.RunConfig:
     """defaults < --config file (or the saved config of --out) < command-line options."""
-    from star.state import read_tree
-    from star.strategies import configure
+    from star.api import make_config
 
     saved = args.out / "config.yaml"
     if args.config is not None:
-        base = read_tree(args.config)
-    elif saved.exists():
-        base = read_tree(saved)
-    else:
-        base = None
-    return configure(cfg.build(_given(args), base))
+        return make_config(_given(args), args.config)
+    return make_config(_given(args), saved if saved.exists() else None)
 
 
 def _print_round(row: dict[str, Any]) -> None:
@@ -385,7 +380,7 @@ def _print_round(row: dict[str, Any]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from star import distributed
-    from star.loop import run
+    from star.api import run
 
     config = resolve_config(args)
     if not distributed.is_main():  # under torchrun: one process reports
@@ -404,7 +399,14 @@ def _run(args: argparse.Namespace) -> int:
         f"{'seconds':>7}",
         flush=True,
     )
-    run(config, args.out, on_round=_print_round)
+    metrics = run(config, args.out, on_round=_print_round)
+    if metrics and metrics[-1].get("stopped"):
+        last, rule = metrics[-1], config.loop.stop
+        print(
+            f"stopped after round {last['round']} by the {rule} rule "
+            f"({last['stop'][rule]:.4f}): {last['n_labeled']} of the "
+            f"{config.loop.sizes()[-1]} labels budgeted"
+        )
     return 0
 
 

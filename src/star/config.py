@@ -86,6 +86,9 @@ class DataConfig:
     max_target_tokens: int = _opt(256, "answers are cut to this many tokens")
 
 
+STOP_SIZE = 100  # stop-set examples when `loop.stop_size` is unset and a stop set is needed
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     init_size: int = _opt(500, "round 0: this many random pool examples are labelled")
@@ -107,6 +110,28 @@ class LoopConfig:
         "(as a labelling project's first `star next`); unset: the strategy's default",
         choices=("random", "strategy"),
     )
+    stop: str | None = _opt(
+        None,
+        "stopping rule that ends a simulated run early: kappa (the model's answers on the stop "
+        "set stable between rounds) or uncertainty (the model sure of them); unset: the whole "
+        "budget",
+        choices=("kappa", "uncertainty"),
+    )
+    stop_size: int | None = _opt(
+        None,
+        "pool examples the model answers after every round, for the stopping rules; unset: "
+        f"{STOP_SIZE} in a labelling project or with --stop, none otherwise",
+    )
+    stop_threshold: float | None = _opt(
+        None, "the stopping rule's threshold; unset: kappa 0.99 (mean of 3), uncertainty 0.05"
+    )
+
+    def stop_examples(self, project: bool = False) -> int:
+        """Stop-set size: `stop_size`, else STOP_SIZE where a stop set is needed (a labelling
+        project, whose `status` reports the rules; a run with a rule), else 0."""
+        if self.stop_size is not None:
+            return self.stop_size
+        return STOP_SIZE if project or self.stop else 0
 
     def sizes(self) -> list[int]:
         """Labelled examples trained on in each round."""

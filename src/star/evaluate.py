@@ -20,6 +20,7 @@ from star.data import IGNORE, Encoded, Example, collate, token_budget_batches
 from star.generate import Generated, generate, prefill
 from star.metrics import accuracy, expected_calibration_error
 from star.scoring import causal_lm
+from star.stopping import RoundPredictions, normalised_entropy
 from star.tasks import TaskSpec, label_locator
 
 # Spellings a label may take in generated text; a spelling counts only if every label is
@@ -146,6 +147,47 @@ def most_likely_options(
     as `evaluate_options` reads it."""
     logp = option_logprobs(model, prompts, options, pad_id, batch_tokens)
     return [int(part.argmax()) for part in logp]
+
+
+def stop_predictions(
+    model,
+    tokenizer,
+    prompts: list[Encoded],
+    options: list[tuple[tuple[str, ...], list[list[int]]] | None],
+    length: int,
+    batch_size: int,
+    budget: int,
+) -> RoundPredictions:
+    """The model's answers to the stop set and their uncertainty (star.stopping).
+
+    options[i]: item i's label set and each label's token ids, or None for a free answer.
+    A closed item's answer is its most likely option, its uncertainty the options'
+    normalised entropy; a free item's answer is its greedy answer (at most `length` tokens),
+    its uncertainty 1 − p(answer).
+    """
+    answers: list[str] = [""] * len(prompts)
+    uncertainty = [0.0] * len(prompts)
+    closed = [i for i, o in enumerate(options) if o is not None]
+    free = [i for i, o in enumerate(options) if o is None]
+    if closed:
+        probs = option_probabilities(
+            model,
+            [prompts[i] for i in closed],
+            [options[i][1] for i in closed],  # type: ignore[index]
+            tokenizer.pad_token_id,
+            budget,
+        )
+        for i, p in zip(closed, probs, strict=True):
+            answers[i] = options[i][0][int(p.argmax())]  # type: ignore[index]
+            uncertainty[i] = float(normalised_entropy(p))
+    if free:
+        gens = generate(
+            model, tokenizer, [prompts[i] for i in free], length, batch_size, prefill_tokens=budget
+        )
+        for i, g in zip(free, gens, strict=True):
+            answers[i] = g.text.strip()
+            uncertainty[i] = 1.0 - float(g.chosen_logp.sum().exp()) if g.token_ids else 1.0
+    return RoundPredictions(answers, uncertainty)
 
 
 def option_ids(tokenizer, spec: TaskSpec, options: tuple[str, ...]) -> list[list[int]]:

@@ -19,13 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star import distributed
+from star import distributed, stopping
 from star import model as models
 from star.cache import SignalCache, signal_root
 from star.config import RunConfig
-from star.data import Encoded, Example, encode
+from star.data import Encoded, Example, encode, read_jsonl
 from star.errors import ConfigError
-from star.evaluate import evaluate, evaluate_options, most_likely_options, option_ids, summarise
+from star.evaluate import (
+    evaluate,
+    evaluate_options,
+    most_likely_options,
+    option_ids,
+    stop_predictions,
+    summarise,
+)
 from star.generate import answer_length, generate
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
@@ -36,7 +43,7 @@ from star.train import train_adapter
 log = logging.getLogger(__name__)
 
 # Independent random streams of one run, so adding a draw to one never shifts another.
-_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE, _INIT_SELECT, _INIT_SUBSAMPLE = range(8)
+_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE, _INIT_SELECT, _INIT_SUBSAMPLE, _STOP = range(9)
 
 
 def derived_seed(seed: int, round: int, stream: int) -> int:
@@ -66,6 +73,13 @@ def load_splits(config: RunConfig, task: Task) -> Splits:
             f"exceeds the pool of {len(pool)} examples"
         )
     return Splits(pool, sample(test, config.data.eval_size, EVAL_SAMPLE_SEED))
+
+
+def stop_set(ids: list[str], size: int, seed: int) -> list[str]:
+    """The stop set: a seeded sample of `size` pool ids (in pool order), fixed for the run."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, 0, _STOP))
+    picks = torch.randperm(len(ids), generator=generator)[: min(size, len(ids))].tolist()
+    return [ids[i] for i in sorted(picks)]
 
 
 def initial_labels(pool: list[Example], size: int, seed: int) -> dict[str, int]:
@@ -98,6 +112,10 @@ class Run:
         self.eval_prompts = encode(
             self.splits.eval, self.tokenizer, d.max_prompt_tokens, d.max_target_tokens
         )
+        by_id = {e.id: e for e in self.splits.pool}
+        self.stop_set = [
+            by_id[i] for i in stop_set(list(by_id), config.loop.stop_examples(), config.seed)
+        ]
         self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
 
     def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
@@ -120,6 +138,8 @@ class Run:
             if on_round:
                 on_round(row)
         for k in range(len(metrics), self.config.loop.rounds):
+            if metrics and metrics[-1].get("stopped"):
+                break  # the stopping rule ended the run (resumed: nothing left to do)
             row = self.round(k, labeled)
             metrics.append(row)
             self.dir.write_metrics(metrics)  # commits round k
@@ -159,7 +179,12 @@ class Run:
             )
             seconds["eval"] = time.perf_counter() - clock
 
-            if k + 1 < self.config.loop.rounds:
+            stop_row: dict = {}
+            if self.stop_set:
+                clock = time.perf_counter()
+                stop_row = self.stop_check(model, k, labeled)
+                seconds["stop"] = time.perf_counter() - clock
+            if k + 1 < self.config.loop.rounds and not stop_row.get("stopped"):
                 clock = time.perf_counter()
                 self.select(model, k, labeled)
                 seconds["score"] = time.perf_counter() - clock
@@ -172,7 +197,46 @@ class Run:
             "train_loss": loss,
             "seconds": round(sum(seconds.values()), 2),
             "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
+            **stop_row,
         }
+
+    def stop_check(self, model, k: int, labeled: dict[str, int]) -> dict:
+        """Round k's answers to the stop set (rounds/k/stop.jsonl) and every rule's figure on
+        the rounds so far; `stopped` when the run's rule (`loop.stop`) says stop."""
+        ids = [e.id for e in self.stop_set]
+        length, _ = self.answer_settings(self.stop_set, labeled)
+        with models.merged(model, self.merge):
+            now = distributed.map_shards(
+                self.stop_set,
+                lambda part: stop_predictions(
+                    model,
+                    self.tokenizer,
+                    [self.gold[e.id] for e in part],
+                    [self.stop_options(e) for e in part],
+                    length,
+                    self.config.inference.eval_batch_size,
+                    self.batch_tokens,
+                ),
+                _joined,
+            )
+        self.dir.write_rows(self.dir.round_dir(k) / "stop.jsonl", stopping.to_rows(ids, now))
+        history = [
+            stopping.from_rows(read_jsonl(self.dir.round_dir(j) / "stop.jsonl", ("id",)))
+            for j in range(k)
+        ] + [now]
+        loop = self.config.loop
+        found = stopping.decisions(history, loop.stop, loop.stop_threshold)
+        row: dict = {"stop": {d.rule: d.figure for d in found}}
+        if loop.stop:
+            chosen = next(d for d in found if d.rule == loop.stop)
+            row["stopped"] = chosen.stop
+            if chosen.stop:
+                log.info("round %d: %s", k, chosen.line())
+        return row
+
+    def stop_options(self, example: Example) -> tuple[tuple[str, ...], list[list[int]]] | None:
+        labels = self.options_of(example)
+        return (labels, option_ids(self.tokenizer, self.spec, labels)) if labels else None
 
     def initial_labels(self) -> dict[str, int]:
         """Round 0's labels: random (the paper), or chosen by the strategy from the base model
@@ -353,3 +417,10 @@ class Run:
 def run(config: RunConfig, out: Path, on_round: Callable[[dict], None] | None = None) -> list[dict]:
     """Start or resume the run in `out`; returns one metrics row per finished round."""
     return Run(config, out).run(on_round)
+
+
+def _joined(parts: list[stopping.RoundPredictions]) -> stopping.RoundPredictions:
+    """Stop-set predictions of the processes' shares, in rank order."""
+    return stopping.RoundPredictions(
+        [a for p in parts for a in p.answers], [u for p in parts for u in p.uncertainty]
+    )

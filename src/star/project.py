@@ -32,19 +32,19 @@ from pathlib import Path
 import torch
 import yaml
 
-from star import __version__
+from star import __version__, stopping
 from star import config as cfg
 from star import model as models
 from star.cache import signal_root
 from star.data import Encoded
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
-from star.evaluate import Prediction, option_probabilities, summarise
+from star.evaluate import Prediction, option_probabilities, stop_predictions, summarise
 from star.formats import SUFFIX, Label, ToLabel, parse, render
 from star.generate import answer_length, generate
-from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed
+from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed, stop_set
 from star.pool import Fields, Item, read_items
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
-from star.state import atomic_write, lock_dir, save_adapter_to
+from star.state import atomic_write, lock_dir, save_adapter_to, write_jsonl
 from star.strategies import STRATEGIES, configure
 from star.tasks import normalised_text
 from star.train import train_adapter
@@ -99,6 +99,10 @@ class Settings:
 
 
 class Project:
+    """A labelling project directory, locked while open: its pool, labels, batches and trained
+    rounds (the module docstring lists the files). Open one with `Project.open` or
+    `star.open_project`, create one with `star.init_project`."""
+
     def __init__(self, path: Path, settings: Settings, lock: int):
         self.path, self.settings, self._lock = path, settings, lock
 
@@ -182,6 +186,7 @@ class Project:
         return cls(path, settings, lock)
 
     def close(self) -> None:
+        """Release the lock (`with` does it)."""
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -194,21 +199,27 @@ class Project:
 
     # ------------------------------------------------------------------ state
     def pool(self) -> list[Item]:
+        """The pool as read at `init`: id, prompt and choices of every item."""
         return [_item(r) for r in read_journal(self.path / "pool.jsonl")]
 
     def eval_items(self) -> list[Item]:
+        """The evaluation items with their answers ([] without an eval file)."""
         return [_item(r) for r in read_journal(self.path / "eval.jsonl")]
 
     def labels(self) -> dict[str, str]:
+        """id -> label of every labelled item (the last import of an id wins)."""
         return {r["id"]: r["label"] for r in read_journal(self.path / "labels.jsonl")}
 
     def batches(self) -> list[dict]:
+        """Every exported batch: {"batch", "ids", "file", "after_round"}."""
         return read_journal(self.path / "batches.jsonl")
 
     def rounds(self) -> list[dict]:
+        """Every trained round's metrics row, in order."""
         return read_journal(self.path / "rounds.jsonl")
 
     def batch(self, number: int | None) -> dict:
+        """Batch `number` (None: the last one)."""
         batches = self.batches()
         if not batches:
             raise StarError(f"{self.path}: no batch yet: run `star next` first")
@@ -224,6 +235,7 @@ class Project:
         return links[-1]["project"] if links else None
 
     def link_label_studio(self, url: str, project: int) -> None:
+        """Remember the Label Studio project of this server."""
         if self.label_studio_project(url) != project:
             append_jsonl(self.path / "labelstudio.jsonl", [{"url": url, "project": project}])
 
@@ -233,6 +245,8 @@ class Project:
         return {i for b in self.batches() for i in b["ids"] if i not in labels}
 
     def status(self) -> dict:
+        """Counts (pool, labelled, waiting, unlabelled, batches), every round's metrics and one
+        `stop:` line per stopping rule."""
         pool, labels, pending = self.pool(), self.labels(), self.pending()
         return {
             "pool": len(pool),
@@ -241,7 +255,51 @@ class Project:
             "unlabelled": len(pool) - len(labels) - len(pending),
             "batches": len(self.batches()),
             "rounds": self.rounds(),
+            "stop": [d.line() for d in self.stop_decisions()],
         }
+
+    # ------------------------------------------------------------------ stopping
+    def stop_ids(self) -> list[str]:
+        """The stop set: a seeded sample of the pool, the same every round."""
+        run = self.settings.run
+        return stop_set([i.id for i in self.pool()], run.loop.stop_examples(project=True), run.seed)
+
+    def stop_decisions(self) -> list[stopping.Decision]:
+        """Every stopping rule on the rounds trained so far (the project's `loop.stop` rule
+        with its `loop.stop_threshold`, the others with their defaults)."""
+        history = []
+        for row in self.rounds():
+            path = self.path / "rounds" / f"{row['round']:03d}" / "stop.jsonl"
+            if not path.exists():  # trained by a version without stop sets
+                history = []
+                continue
+            history.append(stopping.from_rows(read_journal(path)))
+        loop = self.settings.run.loop
+        return stopping.decisions(history, loop.stop, loop.stop_threshold)
+
+    def _stop_predictions(self, model, tok, budget: int) -> list[dict]:
+        ids = self.stop_ids()
+        if not ids:
+            return []
+        pool = {i.id: i for i in self.pool()}
+        items = [pool[i] for i in ids]
+        options = [
+            (i.choices, [tok(c, add_special_tokens=False)["input_ids"] for c in i.choices])
+            if i.choices
+            else None
+            for i in items
+        ]
+        prompts = self._encode(tok, [i.prompt for i in items], [""] * len(items))
+        predictions = stop_predictions(
+            model,
+            tok,
+            prompts,
+            options,
+            self.answer_length(tok),
+            self.settings.run.inference.eval_batch_size,
+            budget,
+        )
+        return stopping.to_rows(ids, predictions)
 
     # ------------------------------------------------------------------ labels
     def import_labels(
@@ -347,6 +405,7 @@ class Project:
         return PeftModel.from_pretrained(base, self.adapter_dir(round)).eval()
 
     def adapter_dir(self, round: int) -> Path:
+        """Where round `round`'s PEFT adapter is saved."""
         return self.path / "rounds" / f"{round:03d}" / "adapter"
 
     def train(self) -> dict:
@@ -372,7 +431,10 @@ class Project:
         evals = self.eval_items()
         if evals:
             row |= summarise(self._evaluate(model, tok, evals, budget))
-        append_jsonl(self.path / "rounds.jsonl", [row])
+        stop_rows = self._stop_predictions(model, tok, budget)
+        if stop_rows:
+            write_jsonl(self.adapter_dir(k).parent / "stop.jsonl", stop_rows)
+        append_jsonl(self.path / "rounds.jsonl", [row])  # commits the round
         return row
 
     def _evaluate(self, model, tok, evals: list[Item], budget: int) -> list[Prediction]:
@@ -389,7 +451,7 @@ class Project:
             for i, (a, conf) in zip(evals, answers, strict=True)
         ]
 
-    def next(self, k: int, fmt: str, out: Path | None) -> tuple[Path, int, int]:
+    def next(self, k: int, fmt: str = "jsonl", out: Path | None = None) -> tuple[Path, int, int]:
         """Select up to k items to label and write them with the model's answers; returns
         (file, how many, how many were left).
 
@@ -504,6 +566,8 @@ class Project:
         return answer_length(longest, self.settings.max_new_tokens)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
+        """Copy round `round`'s adapter (default: the last) to the new folder `out`, loadable with
+        `PeftModel.from_pretrained`."""
         rounds = self.rounds()
         if not rounds:
             raise StarError(f"{self.path}: no trained round yet: run `star train` first")
