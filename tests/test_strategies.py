@@ -174,12 +174,13 @@ def test_nan_scores_rank_last():
 
 
 def test_the_method_imports_nothing_from_the_engine():
-    """Selection, strategies and uncertainty load without scoring, model or the run state."""
+    """Selection, strategies, uncertainty and stopping load without scoring, model or the run
+    state."""
     import subprocess
     import sys
 
     code = (
-        "import sys, star.strategies, star.selection, star.uncertainty; "
+        "import sys, star.strategies, star.selection, star.uncertainty, star.stopping; "
         "print(sorted(m for m in ('star.scoring', 'star.model', 'star.state', 'star.signals', "
         "'transformers', 'peft') if m in sys.modules))"
     )

@@ -59,14 +59,18 @@ def make_config(
 
 
 def run(
-    config: RunConfig, out: str | Path, on_round: Callable[[dict], None] | None = None
+    config: RunConfig,
+    out: str | Path,
+    on_round: Callable[[dict], None] | None = None,
+    report_to: str = "none",
 ) -> list[dict]:
     """Start, or resume, the simulated active-learning run in `out`; returns one metrics dict
     per finished round (round, n_labeled, accuracy, ece, …), as metrics.jsonl holds them.
-    `on_round(row)` is called after each round, finished earlier ones included."""
+    `on_round(row)` is called after each round, finished earlier ones included; each new
+    round is also logged to `report_to` ("tensorboard", "wandb", "mlflow" or "none")."""
     from star.loop import run as run_loop
 
-    return run_loop(config, Path(out), on_round)
+    return run_loop(config, Path(out), on_round, report_to)
 
 
 def read_metrics(out: str | Path) -> list[dict]:

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="YAML file of options (nested as config.yaml)")
     run.add_argument("-q", "--quiet", action="store_true", help="only the per-round lines")
+    run.add_argument(
+        "--report-to",
+        default="none",
+        choices=("none", "tensorboard", "wandb", "mlflow"),
+        help="log each round's metrics to this tracker (offline, under OUT/tracking)",
+    )
     _add_config_options(run)
 
     _add_project_commands(sub)
@@ -385,7 +391,7 @@ def _run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not distributed.is_main():  # under torchrun: one process reports
         logging.getLogger().setLevel(logging.WARNING)
-        run(config, args.out)
+        run(config, args.out, report_to=args.report_to)
         return 0
     processes = distributed.world_size()
     print(
@@ -399,7 +405,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{'seconds':>7}",
         flush=True,
     )
-    metrics = run(config, args.out, on_round=_print_round)
+    metrics = run(config, args.out, on_round=_print_round, report_to=args.report_to)
     if metrics and metrics[-1].get("stopped"):
         last, rule = metrics[-1], config.loop.stop
         print(

@@ -38,6 +38,8 @@ from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
 from star.strategies import STRATEGIES, configure
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
+from star.tracking import Tracker
+from star.tracking import check as check_tracker
 from star.train import train_adapter
 
 log = logging.getLogger(__name__)
@@ -118,14 +120,21 @@ class Run:
         ]
         self.dir = RunDir.open(out, config)  # last: a config that cannot run leaves no directory
 
-    def run(self, on_round: Callable[[dict], None] | None = None) -> list[dict]:
-        """Do every round not yet finished; returns the metrics of all rounds."""
+    def run(
+        self, on_round: Callable[[dict], None] | None = None, report_to: str = "none"
+    ) -> list[dict]:
+        """Do every round not yet finished; returns the metrics of all rounds. Each new round
+        also goes to the `report_to` tracker (star.tracking)."""
+        tracker = Tracker(report_to, self.dir.path, self.config)
         try:
-            return self._rounds(on_round)
+            return self._rounds(on_round, tracker.log)
         finally:
+            tracker.close()
             self.dir.close()
 
-    def _rounds(self, on_round: Callable[[dict], None] | None) -> list[dict]:
+    def _rounds(
+        self, on_round: Callable[[dict], None] | None, on_new: Callable[[dict], None]
+    ) -> list[dict]:
         metrics = self.dir.metrics()
         labeled = self.dir.labeled(up_to_round=len(metrics))
         if not labeled:
@@ -143,6 +152,7 @@ class Run:
             row = self.round(k, labeled)
             metrics.append(row)
             self.dir.write_metrics(metrics)  # commits round k
+            on_new(row)
             if on_round:
                 on_round(row)
         return metrics
@@ -414,9 +424,15 @@ class Run:
         self.dir.write_labeled(labeled)
 
 
-def run(config: RunConfig, out: Path, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+def run(
+    config: RunConfig,
+    out: Path,
+    on_round: Callable[[dict], None] | None = None,
+    report_to: str = "none",
+) -> list[dict]:
     """Start or resume the run in `out`; returns one metrics row per finished round."""
-    return Run(config, out).run(on_round)
+    check_tracker(report_to)  # before loading anything
+    return Run(config, out).run(on_round, report_to)
 
 
 def _joined(parts: list[stopping.RoundPredictions]) -> stopping.RoundPredictions:
