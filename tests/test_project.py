@@ -1,6 +1,7 @@
 """Labelling projects end to end on the tiny model: init, next, label, train, status, export;
 bad input leaves the directory byte for byte unchanged; a second process is refused."""
 
+import errno
 import hashlib
 import json
 import os
@@ -468,3 +469,64 @@ def test_status_says_whether_to_stop_after_two_trained_rounds(project, tmp_path,
         "full), stop at ≥ 0.99)"
     )
     assert stop[1].startswith("stop: ") and "(uncertainty: mean uncertainty " in stop[1]
+
+
+class _HalfWrite:
+    """A file whose write stores half the bytes, then finds the disk full."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(project, tmp_path, capsys, monkeypatch):
+    from peft import PeftModel
+
+    from star import project as project_module
+
+    assert star("next", project, "--k", 4, "--out", tmp_path / "b.jsonl") == 0
+    filled = fill(tmp_path / "b.jsonl", tmp_path / "l.jsonl", GOLD)
+    real_open = open
+
+    def appends_fill_up(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return _HalfWrite(f) if "a" in mode else f
+
+    with monkeypatch.context() as m:  # the labels journal fills up half-way through a line
+        m.setattr(project_module, "open", appends_fill_up, raising=False)
+        capsys.readouterr()
+        assert star("label", project, filled) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("star: error: no space left on the device") and err.count("\n") == 1
+    with Project.open(project) as p:
+        assert p.labels() == {}  # the cut line is not a label
+    assert star("label", project, filled) == 0  # space again: the import completes
+    with Project.open(project) as p:
+        assert len(p.labels()) == 4
+
+    def full(self, path, **kwargs):
+        (Path(path) / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+        raise OSError(errno.ENOSPC, "No space left on device", "adapter_model.safetensors")
+
+    before = tree_hash(project)
+    with monkeypatch.context() as m:  # the adapter does not fit
+        m.setattr(PeftModel, "save_pretrained", full)
+        assert star("train", project) == 1
+    assert "writing adapter_model.safetensors" in capsys.readouterr().err
+    assert tree_hash(project) == before  # no round recorded, no half adapter left
+    assert star("train", project) == 0
+    with Project.open(project) as p:
+        assert [r["round"] for r in p.rounds()] == [0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -477,6 +478,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every write is a temp file renamed into place or one journal append whose cut line
+        # is ignored, so what was there before is intact
+        where = f" writing {e.filename}" if e.filename else ""
+        print(
+            f"star: error: no space left on the device{where}; nothing was recorded: free "
+            "some space and run the same command again",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _quiet_libraries() -> None:

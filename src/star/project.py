@@ -54,18 +54,24 @@ log = logging.getLogger(__name__)
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """One append of whole lines, then fsync: a crash leaves at most a cut last line, which
-    the next append cuts off before writing (readers already ignore it)."""
+    the next append cuts off before writing (readers already ignore it). A write that fails
+    (a full disk) is cut back off, so no part of the rows is recorded."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     if not data:
         return
     with open(path, "ab+") as f:
         f.seek(0)
         old = f.read()
-        if old and not old.endswith(b"\n"):
-            f.truncate(old.rfind(b"\n") + 1)  # 0 when the only line was cut
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        kept = old.rfind(b"\n") + 1  # 0 when the only line was cut
+        if len(old) != kept:
+            f.truncate(kept)
+        try:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:
+            f.truncate(kept)  # needs no space
+            raise
 
 
 def read_journal(path: Path) -> list[dict]:
