@@ -141,6 +141,12 @@ def _add_project_commands(sub) -> None:
         p.add_argument("--ls-url", help="Label Studio URL (default: $LABEL_STUDIO_URL)")
         p.add_argument("--ls-api-key", help="API token (default: $LABEL_STUDIO_API_KEY)")
         p.add_argument(
+            "--ls-timeout",
+            type=float,
+            help="seconds to wait for each answer of the server (default: "
+            "$LABEL_STUDIO_TIMEOUT, else 30); 5xx answers are retried twice first",
+        )
+        p.add_argument(
             "--ls-project",
             type=int,
             help="Label Studio project id (default: the one star created on the first push)",
@@ -291,7 +297,7 @@ def _push(args: argparse.Namespace) -> int:
     from star.labelstudio import Server, push
     from star.project import Project
 
-    server = Server.from_options(args.ls_url, args.ls_api_key)
+    server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
     with Project.open(args.dir) as project:
         batch = project.batch(args.batch)
         if not batch["file"].endswith(".json"):
@@ -312,7 +318,7 @@ def _pull(args: argparse.Namespace) -> int:
     from star.labelstudio import Server, pull
     from star.project import Project
 
-    server = Server.from_options(args.ls_url, args.ls_api_key)
+    server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
     with Project.open(args.dir) as project:
         pid = args.ls_project or project.label_studio_project(server.url)
         if pid is None:

@@ -20,9 +20,12 @@ from star.formats import LABEL_CONFIG
 class Server:
     url: str
     api_key: str
+    timeout: float = 30.0  # seconds per answer; the SDK's 60 leaves a user staring too long
 
     @classmethod
-    def from_options(cls, url: str | None, api_key: str | None) -> Server:
+    def from_options(
+        cls, url: str | None, api_key: str | None, timeout: float | None = None
+    ) -> Server:
         url = url or os.environ.get("LABEL_STUDIO_URL")
         api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
         if not url or not api_key:
@@ -30,7 +33,15 @@ class Server:
                 "Label Studio needs --ls-url and --ls-api-key (or LABEL_STUDIO_URL and "
                 "LABEL_STUDIO_API_KEY)"
             )
-        return cls(url.rstrip("/"), api_key)
+        if timeout is None:
+            text = os.environ.get("LABEL_STUDIO_TIMEOUT", "30")
+            try:
+                timeout = float(text)
+            except ValueError:
+                raise StarError(f"LABEL_STUDIO_TIMEOUT must be seconds, got {text!r}") from None
+        if not timeout > 0:
+            raise StarError(f"the Label Studio timeout must be positive, got {timeout}")
+        return cls(url.rstrip("/"), api_key, timeout)
 
     def client(self):
         try:
@@ -39,7 +50,7 @@ class Server:
             raise StarError(
                 "talking to Label Studio needs the SDK: pip install 'star-al[label-studio]'"
             ) from None
-        return LabelStudio(base_url=self.url, api_key=self.api_key)
+        return LabelStudio(base_url=self.url, api_key=self.api_key, timeout=self.timeout)
 
 
 def _call(what: str, fn):
