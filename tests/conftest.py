@@ -1,6 +1,7 @@
 """Shared fixtures: a repo-local model cache and the tiny random Llama, loaded once."""
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,22 @@ import pytest
 # Built models (the converted embedded model, the tiny test model) are cached inside the
 # checkout, so tests never touch the user's cache and later runs skip the conversion.
 os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
+
+
+def tree_hash(path: Path) -> str:
+    """A digest of every file under `path` (names and bytes; the lock file left out): equal
+    before and after a refused command means it changed nothing."""
+    digest = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and p.name != ".lock":
+            digest.update(str(p.relative_to(path)).encode() + p.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(name="tree_hash")
+def tree_hash_fixture():
+    """`tree_hash` for test folders that cannot import this conftest by name."""
+    return tree_hash
 
 
 def flags(**options) -> list[str]:

@@ -40,11 +40,16 @@ def test_every_public_name_is_documented_and_reachable_from_star():
 
 def test_the_cli_runs_through_the_api(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(api, "run", lambda config, out, on_round=None: calls.append(out) or [])
+
+    def run(config, out, on_round=None, report_to="none"):
+        calls.append((out, report_to))
+        return []
+
+    monkeypatch.setattr(api, "run", run)
     assert (
         main(["run", "--model", "tiny-random", "--task", "obqa", "--out", str(tmp_path / "r")]) == 0
     )
-    assert calls == [tmp_path / "r"]
+    assert calls == [(tmp_path / "r", "none")]
     opened = []
     real = api.open_project
     monkeypatch.setattr(api, "open_project", lambda path: opened.append(path) or real(path))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from star import config as cfg
-from star import loop
+from star import loop, streams
 from star.errors import BadInputError, ConfigError, RunDirError
 from star.state import RunDir
 from star.strategies import configure
@@ -195,7 +195,7 @@ def test_a_spreading_strategy_chooses_round_0_and_resumes_to_the_same_picks(tmp_
     try:
         pool = [run.gold[e.id].prompt_ids for e in run.splits.pool]
         x = embed(run.base, pool, run.pad_id, run.batch_tokens)
-        g = torch.Generator().manual_seed(loop.derived_seed(0, 0, loop._INIT_SELECT))
+        g = torch.Generator().manual_seed(streams.derived_seed(0, 0, streams.INIT_SELECT))
         picks = cluster_stratified(x, torch.zeros(0, x.shape[1]), torch.zeros(len(pool)), 8, g)
         assert sorted(run.initial_labels()) == sorted(run.splits.pool[i].id for i in picks)
     finally:

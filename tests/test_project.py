@@ -2,7 +2,6 @@
 bad input leaves the directory byte for byte unchanged; a second process is refused."""
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree_hash
 
 from star.cli import main
 from star.project import Project
@@ -20,14 +20,6 @@ GOLD = {  # the example pool's true labels (written with it)
     **{f"r{n:02d}": "negative" for n in (2, 5, 7, 9, 11, 13, 15, 17, 19)},
 }
 FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
-
-
-def tree_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and p.name != ".lock":
-            digest.update(str(p.relative_to(path)).encode() + p.read_bytes())
-    return digest.hexdigest()
 
 
 def star(*args) -> int:
@@ -366,9 +358,9 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
     from star import model as models
     from star import signals
     from star.config import ModelConfig
-    from star.loop import _SELECT, derived_seed
     from star.scoring import embed
     from star.selection import cluster_stratified
+    from star.streams import SELECT, derived_seed
 
     path = tmp_path / "proj"
     assert (
@@ -391,7 +383,7 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
         ids = tok([i.prompt for i in items], add_special_tokens=False)["input_ids"]
         return embed(base, [x[-128:] for x in ids], tok.pad_token_id, 4096)
 
-    g = torch.Generator().manual_seed(derived_seed(seed, 0, _SELECT))
+    g = torch.Generator().manual_seed(derived_seed(seed, 0, SELECT))
     done = [i for i in pool if i.id in labels]
     picks = cluster_stratified(
         vectors(candidates), vectors(done), torch.zeros(len(candidates)), 2, g

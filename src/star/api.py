@@ -19,30 +19,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from star import _API
 from star import config as cfg
-from star.config import RunConfig
+from star.config import RunConfig as RunConfig
 from star.data import read_jsonl
 from star.errors import RunDirError
-from star.pool import Fields
-from star.project import Project, Settings
+from star.pool import Fields as Fields
+from star.project import Project as Project
+from star.project import Settings
 from star.state import read_tree
-from star.strategies import STRATEGIES, Signals, configure, register
-from star.uncertainty import SequenceScores
+from star.strategies import STRATEGIES, configure
+from star.strategies import Signals as Signals
+from star.strategies import register as register
+from star.uncertainty import SequenceScores as SequenceScores
 
-__all__ = [
-    "Fields",
-    "Project",
-    "RunConfig",
-    "SequenceScores",
-    "Signals",
-    "init_project",
-    "list_strategies",
-    "make_config",
-    "open_project",
-    "read_metrics",
-    "register",
-    "run",
-]
+__all__ = list(_API)  # the names `star` re-exports (star/__init__.py)
 
 
 def make_config(

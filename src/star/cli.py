@@ -499,11 +499,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """transformers' info chatter and load bars would drown the per-round table."""
-    from transformers.utils import logging as hf_logging
-
+    """transformers' info chatter and load bars would drown the per-round table. Said through
+    the environment, read when transformers is first imported, so that a command that needs
+    no model (status, label) does not import it."""
     warnings.filterwarnings(
         "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
     )
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (star used as a library): tell it
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from star import distributed, stopping
@@ -37,19 +36,24 @@ from star.generate import answer_length, generate
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
 from star.strategies import STRATEGIES, configure
+from star.streams import (
+    INIT,
+    INIT_SELECT,
+    INIT_SUBSAMPLE,
+    LORA,
+    MC,
+    SELECT,
+    SUBSAMPLE,
+    TRAIN,
+    derived_seed,
+    stop_set,
+)
 from star.tasks import EVAL_SAMPLE_SEED, Task, resolve, sample
 from star.tracking import Tracker
 from star.tracking import check as check_tracker
 from star.train import train_adapter
 
 log = logging.getLogger(__name__)
-
-# Independent random streams of one run, so adding a draw to one never shifts another.
-_INIT, _TRAIN, _LORA, _SELECT, _MC, _SUBSAMPLE, _INIT_SELECT, _INIT_SUBSAMPLE, _STOP = range(9)
-
-
-def derived_seed(seed: int, round: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, round, stream]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,8 @@ def load_splits(config: RunConfig, task: Task) -> Splits:
     return Splits(pool, sample(test, config.data.eval_size, EVAL_SAMPLE_SEED))
 
 
-def stop_set(ids: list[str], size: int, seed: int) -> list[str]:
-    """The stop set: a seeded sample of `size` pool ids (in pool order), fixed for the run."""
-    generator = torch.Generator().manual_seed(derived_seed(seed, 0, _STOP))
-    picks = torch.randperm(len(ids), generator=generator)[: min(size, len(ids))].tolist()
-    return [ids[i] for i in sorted(picks)]
-
-
 def initial_labels(pool: list[Example], size: int, seed: int) -> dict[str, int]:
-    generator = torch.Generator().manual_seed(derived_seed(seed, 0, _INIT))
+    generator = torch.Generator().manual_seed(derived_seed(seed, 0, INIT))
     picks = torch.randperm(len(pool), generator=generator)[:size].tolist()
     return {pool[i].id: 0 for i in sorted(picks)}
 
@@ -164,7 +161,7 @@ class Run:
             seconds["init"] = self._init_seconds
         clock = time.perf_counter()
         seed = self.config.seed
-        model = models.attach_lora(self.base, self.config.lora, derived_seed(seed, k, _LORA))
+        model = models.attach_lora(self.base, self.config.lora, derived_seed(seed, k, LORA))
         try:
             train_set = [e for e in self.splits.pool if e.id in labeled]
             eos = [self.tokenizer.eos_token_id]  # the tuned model learns to stop
@@ -173,7 +170,7 @@ class Run:
                 for x in (self.gold[e.id] for e in train_set)
             ]
             loss = train_adapter(
-                model, items, self.pad_id, self.config.train, derived_seed(seed, k, _TRAIN)
+                model, items, self.pad_id, self.config.train, derived_seed(seed, k, TRAIN)
             )
             self.dir.save_adapter(model, k)
             seconds["train"] = time.perf_counter() - clock
@@ -361,7 +358,7 @@ class Run:
         return SignalSettings.of(
             self.config.uncertainty,
             batch_tokens=self.batch_tokens,
-            mc_seed=derived_seed(self.config.seed, k, _MC),
+            mc_seed=derived_seed(self.config.seed, k, MC),
             merge=self.merge,
             answer_kind=answer_kind,
             start_id=models.start_id(self.tokenizer),
@@ -378,7 +375,7 @@ class Run:
         unlabeled = [e for e in self.splits.pool if e.id not in labeled]
         seed, before = self.config.seed, k < 0  # round 0's choice has streams of its own
         subset = torch.Generator().manual_seed(
-            derived_seed(seed, max(k, 0), _INIT_SUBSAMPLE if before else _SUBSAMPLE)
+            derived_seed(seed, max(k, 0), INIT_SUBSAMPLE if before else SUBSAMPLE)
         )
         keep = subsample(len(unlabeled), self._subsample(), subset)
         candidates = [unlabeled[i] for i in keep]
@@ -399,7 +396,7 @@ class Run:
         signals = source.signals(
             max(k, 0),
             torch.Generator().manual_seed(
-                derived_seed(seed, max(k, 0), _INIT_SELECT if before else _SELECT)
+                derived_seed(seed, max(k, 0), INIT_SELECT if before else SELECT)
             ),
             dynamic_w0=u.dynamic_w0,
             dynamic_step=u.dynamic_step,

@@ -28,26 +28,25 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
 
 from star import __version__, stopping
 from star import config as cfg
-from star import model as models
-from star.cache import signal_root
 from star.data import Encoded
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
-from star.evaluate import Prediction, option_probabilities, stop_predictions, summarise
 from star.formats import SUFFIX, Label, ToLabel, parse, render
-from star.generate import answer_length, generate
-from star.loop import _LORA, _MC, _SELECT, _SUBSAMPLE, _TRAIN, derived_seed, stop_set
 from star.pool import Fields, Item, read_items
-from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import atomic_write, lock_dir, save_adapter_to, write_jsonl
 from star.strategies import STRATEGIES, configure
+from star.streams import LORA, MC, SELECT, SUBSAMPLE, TRAIN, derived_seed, stop_set
 from star.tasks import normalised_text
-from star.train import train_adapter
+
+if TYPE_CHECKING:  # the engine is imported when a command needs it: status stays quick
+    from star.evaluate import Prediction
+    from star.signals import SignalSettings
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +147,8 @@ class Project:
                 eval_file,
                 len(overlap),
             )
+        from star import model as models
+
         models.check_causal_lm(settings.run.model.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -296,6 +297,8 @@ class Project:
             for i in items
         ]
         prompts = self._encode(tok, [i.prompt for i in items], [""] * len(items))
+        from star.evaluate import stop_predictions
+
         predictions = stop_predictions(
             model,
             tok,
@@ -357,6 +360,8 @@ class Project:
 
     # ------------------------------------------------------------------ model work
     def _load(self):
+        from star import model as models
+
         base, tok = models.load(self.settings.run.model)
         budget = models.batch_tokens(self.settings.run.inference.batch_tokens, models.device())
         return base, tok, budget
@@ -384,12 +389,16 @@ class Project:
                 [tok(c, add_special_tokens=False)["input_ids"] for c in items[k].choices]
                 for k in mc
             ]
+            from star.evaluate import option_probabilities
+
             probs_of = option_probabilities(model, prompts, options, tok.pad_token_id, budget)
             for k, probs in zip(mc, probs_of, strict=True):
                 best = int(probs.argmax())
                 out[k] = (items[k].choices[best], float(probs[best]))
         if free:
             prompts = self._encode(tok, [items[k].prompt for k in free], [""] * len(free))
+            from star.generate import generate
+
             gens = generate(
                 model,
                 tok,
@@ -428,9 +437,13 @@ class Project:
             Encoded(x.prompt_ids, x.target_ids + [tok.eos_token_id])
             for x in self._encode(tok, [pool[i].prompt for i in ids], [labels[i] for i in ids])
         ]
-        model = models.attach_lora(base, run.lora, derived_seed(run.seed, k, _LORA))
+        from star import model as models
+        from star.evaluate import summarise
+        from star.train import train_adapter
+
+        model = models.attach_lora(base, run.lora, derived_seed(run.seed, k, LORA))
         loss = train_adapter(
-            model, items, tok.pad_token_id, run.train, derived_seed(run.seed, k, _TRAIN)
+            model, items, tok.pad_token_id, run.train, derived_seed(run.seed, k, TRAIN)
         )
         save_adapter_to(model, self.adapter_dir(k))
         row = {"round": k, "n_labeled": len(items), "train_loss": loss}
@@ -444,6 +457,8 @@ class Project:
         return row
 
     def _evaluate(self, model, tok, evals: list[Item], budget: int) -> list[Prediction]:
+        from star.evaluate import Prediction
+
         answers = self._answers(model, tok, evals, budget, self.settings.max_new_tokens)
         return [
             Prediction(
@@ -465,6 +480,10 @@ class Project:
         candidates), and the model answers only the chosen items unless the strategy needed
         every candidate's answer anyway.
         """
+        from star import model as models
+        from star.cache import signal_root
+        from star.signals import PoolSignals, base_cache, subsample
+
         run, rounds = self.settings.run, self.rounds()
         labels, pending = self.labels(), self.pending()
         candidates = [i for i in self.pool() if i.id not in labels and i.id not in pending]
@@ -475,7 +494,7 @@ class Project:
             )
         last = len(rounds) - 1 if rounds else None
         seed_round = len(rounds)
-        subset = torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SUBSAMPLE))
+        subset = torch.Generator().manual_seed(derived_seed(run.seed, seed_round, SUBSAMPLE))
         candidates = [
             candidates[i]
             for i in subsample(
@@ -521,7 +540,7 @@ class Project:
         )
         signals = source.signals(
             max(0, seed_round - 1),
-            torch.Generator().manual_seed(derived_seed(run.seed, seed_round, _SELECT)),
+            torch.Generator().manual_seed(derived_seed(run.seed, seed_round, SELECT)),
             dynamic_w0=run.uncertainty.dynamic_w0,
             dynamic_step=run.uncertainty.dynamic_step,
             star_measure=run.uncertainty.star_measure,
@@ -547,17 +566,22 @@ class Project:
         return out, len(rows), len(candidates)
 
     def _merge(self) -> bool:
+        from star import model as models
+
         return models.merge_pays(self.settings.run.inference.merge_lora, models.device())
 
     def _signal_settings(
         self, tok, budget: int, seed_round: int, length: int, merge: bool = False
     ) -> SignalSettings:
         u = self.settings.run.uncertainty
+        from star import model as models
+        from star.signals import SignalSettings
+
         return SignalSettings.of(
             u,
             target="generated",  # people have no gold answers
             batch_tokens=budget,
-            mc_seed=derived_seed(self.settings.run.seed, seed_round, _MC),
+            mc_seed=derived_seed(self.settings.run.seed, seed_round, MC),
             merge=merge and self._merge(),
             answer_kind=f"project:{length}",
             start_id=models.start_id(tok),
@@ -569,6 +593,8 @@ class Project:
         longest = max(
             (len(tok(v, add_special_tokens=False)["input_ids"]) for v in values), default=None
         )
+        from star.generate import answer_length
+
         return answer_length(longest, self.settings.max_new_tokens)
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:

@@ -2,7 +2,6 @@
 next call succeeds once the server answers. Stub servers on 127.0.0.1 for 5xx and timeouts, the
 real server for down-then-up; `make test-integration`."""
 
-import hashlib
 import http.server
 import socket
 import threading
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "reviews"
 FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
-
-
-def tree_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and p.name != ".lock":
-            digest.update(str(p.relative_to(path)).encode() + p.read_bytes())
-    return digest.hexdigest()
 
 
 class Stub:
@@ -79,22 +70,28 @@ def dead_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nobody listens
 
 
-def refused(project: Path, command: str, url: str, capsys, *extra: str) -> str:
-    before = tree_hash(project)
-    capsys.readouterr()
-    args = [command, str(project), "--ls-url", url, "--ls-api-key", "x" * 40, *extra]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("star: error: Label Studio: ") and err.count("\n") == 1, err
-    assert tree_hash(project) == before  # nothing recorded, nothing saved
-    return err
+@pytest.fixture
+def refused(tree_hash, capsys):
+    """Run a push or pull that must fail: one line, exit 2, the project unchanged."""
+
+    def check(project: Path, command: str, url: str, *extra: str) -> str:
+        before = tree_hash(project)
+        capsys.readouterr()
+        args = [command, str(project), "--ls-url", url, "--ls-api-key", "x" * 40, *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("star: error: Label Studio: ") and err.count("\n") == 1, err
+        assert tree_hash(project) == before  # nothing recorded, nothing saved
+        return err
+
+    return check
 
 
 @pytest.mark.parametrize("command, extra", [("push", []), ("pull", ["--ls-project", "1"])])
-def test_a_server_answering_5xx_is_retried_then_refused(project, capsys, command, extra):
+def test_a_server_answering_5xx_is_retried_then_refused(project, refused, command, extra):
     stub = Stub(503)
     try:
-        err = refused(project, command, stub.url, capsys, *extra)
+        err = refused(project, command, stub.url, *extra)
     finally:
         stub.close()
     assert "503" in err or "stub says no" in err
@@ -102,19 +99,19 @@ def test_a_server_answering_5xx_is_retried_then_refused(project, capsys, command
 
 
 @pytest.mark.parametrize("command, extra", [("push", []), ("pull", ["--ls-project", "1"])])
-def test_a_server_that_does_not_answer_times_out(project, capsys, command, extra):
+def test_a_server_that_does_not_answer_times_out(project, refused, command, extra):
     stub = Stub(200, delay=5.0)
     start = time.perf_counter()
     try:
-        refused(project, command, stub.url, capsys, "--ls-timeout", "0.5", *extra)
+        refused(project, command, stub.url, "--ls-timeout", "0.5", *extra)
     finally:
         stub.close()
     assert time.perf_counter() - start < 5.0  # did not wait for the answer
 
 
-def test_down_then_up(project, server, token, capsys):
-    refused(project, "push", dead_url(), capsys)
-    refused(project, "pull", dead_url(), capsys, "--ls-project", "1")
+def test_down_then_up(project, server, token, refused):
+    refused(project, "push", dead_url())
+    refused(project, "pull", dead_url(), "--ls-project", "1")
     assert main(["push", str(project), "--ls-url", server, "--ls-api-key", token]) == 0
     assert main(["pull", str(project), "--ls-url", server, "--ls-api-key", token]) == 0
     with Project.open(project) as p:
