@@ -40,7 +40,7 @@ fi
 # Strategy comparisons of issue 15 (configs/selection; commands in docs/results.md): random
 # against typical at 5 seeds per task, and the trec screen of the other strategies (its own
 # report, since its runs have fewer seeds and rounds).
-for task in trec sst2 mix; do
+for task in trec sst2 mix banking77; do
   runs=$(ls -d runs/select-$task/random-seed* runs/select-$task/typical-seed* 2>/dev/null || true)
   if [ -n "$runs" ]; then
     report "selection/$task" $runs

@@ -2,6 +2,7 @@
 a person answers through the API, star pulls the answers in; `make test-integration`."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +11,8 @@ from star.project import Project
 
 pytestmark = pytest.mark.integration
 
-
-from conftest import EXAMPLES, FAST  # noqa: E402
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "reviews"
+FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
 
 
 def test_push_annotate_pull(server, token, tmp_path, capsys):
