@@ -34,19 +34,19 @@ def main(roots: list[Path]) -> None:
         if not rows or "stop" not in rows[0]:
             continue
         seen = history(run, len(rows))
-        last = rows[-1]
+        last, name = rows[-1], f"{run.parent.name}/{run.name}"
         for rule in RULES:
             figures = [r["stop"][rule] for r in rows]
             shown = " / ".join("–" if f is None else f"{f:.3f}" for f in figures)
             at = next((k for k in range(len(rows)) if decide(seen[: k + 1], rule, None).stop), None)
             if at is None:
                 budget = last["n_labeled"]
-                print(f"| {run.name} | {rule} | {shown} | never (budget {budget}) | 0 | 0 |")
+                print(f"| {name} | {rule} | {shown} | never (budget {budget}) | 0 | 0 |")
                 continue
             saved = last["n_labeled"] - rows[at]["n_labeled"]
             given_up = last["accuracy"] - rows[at]["accuracy"]
             print(
-                f"| {run.name} | {rule} | {shown} | round {at} ({rows[at]['n_labeled']}) "
+                f"| {name} | {rule} | {shown} | round {at} ({rows[at]['n_labeled']}) "
                 f"| {saved} | {given_up:+.3f} |"
             )
 
