@@ -102,6 +102,7 @@ class Run:
         self.dtype = next(self.base.parameters()).dtype
         self.merge = models.merge_pays(config.inference.merge_lora, on)
         self._base_caches: dict[str, SignalCache] = {}
+        self._option_ids: dict[tuple[str, ...], list[list[int]]] = {}
         self._init_seconds: float | None = None  # choosing round 0's labels, when it took any
         d = config.data
         pool_items = encode(
@@ -243,7 +244,13 @@ class Run:
 
     def stop_options(self, example: Example) -> tuple[tuple[str, ...], list[list[int]]] | None:
         labels = self.options_of(example)
-        return (labels, option_ids(self.tokenizer, self.spec, labels)) if labels else None
+        return (labels, self.option_ids(labels)) if labels else None
+
+    def option_ids(self, labels: tuple[str, ...]) -> list[list[int]]:
+        """Each label's token ids as training spells them, tokenised once per label set."""
+        if labels not in self._option_ids:
+            self._option_ids[labels] = option_ids(self.tokenizer, self.spec, labels)
+        return self._option_ids[labels]
 
     def initial_labels(self) -> dict[str, int]:
         """Round 0's labels: random (the paper), or chosen by the strategy from the base model
@@ -283,13 +290,9 @@ class Run:
         closed = [i for i, e in enumerate(examples) if self.options_of(e)]
         free = [i for i, e in enumerate(examples) if not self.options_of(e)]
         if closed:
-            table: dict[tuple[str, ...], list[list[int]]] = {}
-            for i in closed:
-                labels = self.options_of(examples[i])
-                if labels not in table:
-                    table[labels] = option_ids(self.tokenizer, self.spec, labels)
             work = [
-                (self.gold[examples[i].id], table[self.options_of(examples[i])]) for i in closed
+                (self.gold[examples[i].id], self.option_ids(self.options_of(examples[i])))
+                for i in closed
             ]
             best = distributed.map_shards(
                 work,
