@@ -13,9 +13,11 @@ from star.evaluate import (
     answer_confidence,
     evaluate_options,
     label_confidence,
+    label_free_answers,
     option_ids,
 )
 from star.generate import Generated, answer_length, generate, greedy
+from star.stopping import normalised_entropy
 from star.tasks import TASKS, load_split
 
 
@@ -190,6 +192,37 @@ def test_options_mode_uses_each_rows_own_choices(tiny):
         probs = torch.softmax(torch.tensor(logp), -1)
         assert p.predicted == row.choices[int(probs.argmax())]
         assert p.confidence == pytest.approx(probs.max().item(), abs=1e-4)
+
+
+def test_label_free_answers_mix_closed_and_free_items_in_order(tiny):
+    """One rule for runs, stop sets and projects: a closed item's answer is its most likely
+    option (confidence its probability, uncertainty the options' normalised entropy), a free
+    item's the greedy answer (uncertainty 1 − its probability)."""
+    model, tok = tiny
+    spec = TASKS["obqa"]
+    rows = [
+        Example("a", "Pick: ", " x", "x", ("x", "yy")),
+        Example("b", "Say something: ", " z", "z"),
+        Example("c", "Or: ", " c", "c", ("c", "dd", "e")),
+    ]
+    prompts = encode(rows, tok, 64, 8)
+    options = [(r.choices, option_ids(tok, spec, r.choices)) if r.choices else None for r in rows]
+    got = label_free_answers(model, tok, prompts, options, 5, 2, 512)
+    for row, prompt, answer in zip(rows, prompts, got, strict=True):
+        if row.choices:
+            labels, spelled = row.choices, option_ids(tok, spec, row.choices)
+            logp = [reference_option_logprob(model, prompt.prompt_ids, o) for o in spelled]
+            probs = torch.softmax(torch.tensor(logp), -1)
+            best = int(probs.argmax())
+            assert (answer.text, answer.token_ids) == (labels[best], spelled[best])
+            assert answer.confidence == pytest.approx(probs[best].item(), abs=1e-4)
+            assert answer.uncertainty == pytest.approx(normalised_entropy(probs).item(), abs=1e-4)
+        else:
+            (alone,) = generate(model, tok, [prompt], max_new_tokens=5, batch_size=1)
+            assert (answer.text, answer.token_ids) == (alone.text.strip(), alone.token_ids)
+            sure = math.exp(alone.chosen_logp.sum().item())
+            assert answer.confidence == pytest.approx(sure, rel=1e-4)
+            assert answer.uncertainty == pytest.approx(1 - sure, abs=1e-4)
 
 
 def test_option_ids_end_with_eos_only_when_one_is_a_prefix_of_another(tiny):

@@ -20,7 +20,7 @@ from star.data import IGNORE, Encoded, Example, collate, token_budget_batches
 from star.generate import Generated, generate, prefill
 from star.metrics import accuracy, expected_calibration_error
 from star.scoring import causal_lm
-from star.stopping import RoundPredictions, normalised_entropy
+from star.stopping import normalised_entropy
 from star.tasks import TaskSpec, label_locator
 
 # Spellings a label may take in generated text; a spelling counts only if every label is
@@ -140,16 +140,17 @@ def option_probabilities(
     return [torch.softmax(part, -1) for part in logp]
 
 
-def most_likely_options(
-    model, prompts: list[Encoded], options: list[list[list[int]]], pad_id: int, batch_tokens: int
-) -> list[int]:
-    """Index of each item's most likely option: the model's answer where the options are known,
-    as `evaluate_options` reads it."""
-    logp = option_logprobs(model, prompts, options, pad_id, batch_tokens)
-    return [int(part.argmax()) for part in logp]
+@dataclass(frozen=True)
+class Answer:
+    """The model's own answer to an item, as a labeller would see it (no gold needed)."""
+
+    text: str
+    token_ids: list[int]  # the option's ids as training spells it, or the generated ids
+    confidence: float  # p(answer): renormalised over the options, or the greedy sequence's
+    uncertainty: float  # in [0, 1]: the options' normalised entropy, or 1 − confidence
 
 
-def stop_predictions(
+def label_free_answers(
     model,
     tokenizer,
     prompts: list[Encoded],
@@ -157,16 +158,15 @@ def stop_predictions(
     length: int,
     batch_size: int,
     budget: int,
-) -> RoundPredictions:
-    """The model's answers to the stop set and their uncertainty (star.stopping).
+) -> list[Answer]:
+    """Each item's label-free answer: one rule for a run's pool and stop set and a labelling
+    project's batches, so a simulated run answers as a project would.
 
     options[i]: item i's label set and each label's token ids, or None for a free answer.
-    A closed item's answer is its most likely option, its uncertainty the options'
-    normalised entropy; a free item's answer is its greedy answer (at most `length` tokens),
-    its uncertainty 1 − p(answer).
+    A closed item's answer is its most likely option (what `evaluate_options` reads); a free
+    item's is greedy generation of at most `length` tokens.
     """
-    answers: list[str] = [""] * len(prompts)
-    uncertainty = [0.0] * len(prompts)
+    out: list[Answer | None] = [None] * len(prompts)
     closed = [i for i, o in enumerate(options) if o is not None]
     free = [i for i, o in enumerate(options) if o is None]
     if closed:
@@ -178,16 +178,17 @@ def stop_predictions(
             budget,
         )
         for i, p in zip(closed, probs, strict=True):
-            answers[i] = options[i][0][int(p.argmax())]  # type: ignore[index]
-            uncertainty[i] = float(normalised_entropy(p))
+            labels, ids = options[i]  # type: ignore[misc]
+            best = int(p.argmax())
+            out[i] = Answer(labels[best], ids[best], float(p[best]), float(normalised_entropy(p)))
     if free:
         gens = generate(
             model, tokenizer, [prompts[i] for i in free], length, batch_size, prefill_tokens=budget
         )
         for i, g in zip(free, gens, strict=True):
-            answers[i] = g.text.strip()
-            uncertainty[i] = 1.0 - float(g.chosen_logp.sum().exp()) if g.token_ids else 1.0
-    return RoundPredictions(answers, uncertainty)
+            sure = float(g.chosen_logp.sum().exp()) if g.token_ids else 0.0
+            out[i] = Answer(g.text.strip(), list(g.token_ids), sure, 1.0 - sure)
+    return out  # type: ignore[return-value]
 
 
 def option_ids(tokenizer, spec: TaskSpec, options: tuple[str, ...]) -> list[list[int]]:

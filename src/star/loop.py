@@ -25,14 +25,14 @@ from star.config import RunConfig
 from star.data import Encoded, Example, encode, read_jsonl
 from star.errors import ConfigError
 from star.evaluate import (
+    Answer,
     evaluate,
     evaluate_options,
-    most_likely_options,
+    label_free_answers,
     option_ids,
-    stop_predictions,
     summarise,
 )
-from star.generate import answer_length, generate
+from star.generate import answer_length
 from star.signals import PoolSignals, SignalSettings, base_cache, subsample
 from star.state import RunDir
 from star.strategies import STRATEGIES, configure
@@ -214,19 +214,8 @@ class Run:
         ids = [e.id for e in self.stop_set]
         length, _ = self.answer_settings(self.stop_set, labeled)
         with models.merged(model, self.merge):
-            now = distributed.map_shards(
-                self.stop_set,
-                lambda part: stop_predictions(
-                    model,
-                    self.tokenizer,
-                    [self.gold[e.id] for e in part],
-                    [self.stop_options(e) for e in part],
-                    length,
-                    self.config.inference.eval_batch_size,
-                    self.batch_tokens,
-                ),
-                _joined,
-            )
+            said = self.answers(model, self.stop_set, length)
+        now = stopping.RoundPredictions([a.text for a in said], [a.uncertainty for a in said])
         self.dir.write_rows(self.dir.round_dir(k) / "stop.jsonl", stopping.to_rows(ids, now))
         history = [
             stopping.from_rows(read_jsonl(self.dir.round_dir(j) / "stop.jsonl", ("id",)))
@@ -242,7 +231,8 @@ class Run:
                 log.info("round %d: %s", k, chosen.line())
         return row
 
-    def stop_options(self, example: Example) -> tuple[tuple[str, ...], list[list[int]]] | None:
+    def answer_options(self, example: Example) -> tuple[tuple[str, ...], list[list[int]]] | None:
+        """The example's label set and each label's token ids; None for a free answer."""
         labels = self.options_of(example)
         return (labels, self.option_ids(labels)) if labels else None
 
@@ -284,46 +274,23 @@ class Run:
 
     def answer(self, model, examples: list[Example], length: int) -> list[list[int]]:
         """The model's answers, which label-free uncertainty is measured on, as a labelling
-        project's `next` answers: its most likely option where the example has a closed label
-        set (what evaluation reads), greedy generation of at most `length` tokens otherwise."""
-        out: list[list[int]] = [[] for _ in examples]
-        closed = [i for i, e in enumerate(examples) if self.options_of(e)]
-        free = [i for i, e in enumerate(examples) if not self.options_of(e)]
-        if closed:
-            work = [
-                (self.gold[examples[i].id], self.option_ids(self.options_of(examples[i])))
-                for i in closed
-            ]
-            best = distributed.map_shards(
-                work,
-                lambda part: most_likely_options(
-                    model,
-                    [x for x, _ in part],
-                    [o for _, o in part],
-                    self.pad_id,
-                    self.batch_tokens,
-                ),
-                distributed.concat,
-            )
-            for i, (_, options), b in zip(closed, work, best, strict=True):
-                out[i] = options[b]
-        if free:
-            answers = distributed.map_shards(
-                [self.gold[examples[i].id] for i in free],
-                lambda part: generate(
-                    model,
-                    self.tokenizer,
-                    part,
-                    length,
-                    self.config.inference.eval_batch_size,
-                    prefill_tokens=self.batch_tokens,
-                    desc="answering pool",
-                ),
-                distributed.concat,
-            )
-            for i, a in zip(free, answers, strict=True):
-                out[i] = a.token_ids
-        return out
+        project's `next` answers them (`evaluate.label_free_answers`)."""
+        return [a.token_ids for a in self.answers(model, examples, length)]
+
+    def answers(self, model, examples: list[Example], length: int) -> list[Answer]:
+        return distributed.map_shards(
+            examples,
+            lambda part: label_free_answers(
+                model,
+                self.tokenizer,
+                [self.gold[e.id] for e in part],
+                [self.answer_options(e) for e in part],
+                length,
+                self.config.inference.eval_batch_size,
+                self.batch_tokens,
+            ),
+            distributed.concat,
+        )
 
     def options_of(self, example: Example) -> tuple[str, ...]:
         """The example's closed label set (its own choices, else the task's), or ()."""
@@ -433,10 +400,3 @@ def run(
     """Start or resume the run in `out`; returns one metrics row per finished round."""
     check_tracker(report_to)  # before loading anything
     return Run(config, out).run(on_round, report_to)
-
-
-def _joined(parts: list[stopping.RoundPredictions]) -> stopping.RoundPredictions:
-    """Stop-set predictions of the processes' shares, in rank order."""
-    return stopping.RoundPredictions(
-        [a for p in parts for a in p.answers], [u for p in parts for u in p.uncertainty]
-    )

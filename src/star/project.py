@@ -45,7 +45,7 @@ from star.streams import LORA, MC, SELECT, SUBSAMPLE, TRAIN, derived_seed, stop_
 from star.tasks import normalised_text
 
 if TYPE_CHECKING:  # the engine is imported when a command needs it: status stays quick
-    from star.evaluate import Prediction
+    from star.evaluate import Answer, Prediction
     from star.signals import SignalSettings
 
 log = logging.getLogger(__name__)
@@ -289,24 +289,9 @@ class Project:
         if not ids:
             return []
         pool = {i.id: i for i in self.pool()}
-        items = [pool[i] for i in ids]
-        options = [
-            (i.choices, [tok(c, add_special_tokens=False)["input_ids"] for c in i.choices])
-            if i.choices
-            else None
-            for i in items
-        ]
-        prompts = self._encode(tok, [i.prompt for i in items], [""] * len(items))
-        from star.evaluate import stop_predictions
-
-        predictions = stop_predictions(
-            model,
-            tok,
-            prompts,
-            options,
-            self.answer_length(tok),
-            self.settings.run.inference.eval_batch_size,
-            budget,
+        said = self._answers(model, tok, [pool[i] for i in ids], budget, self.answer_length(tok))
+        predictions = stopping.RoundPredictions(
+            [a.text for a in said], [a.uncertainty for a in said]
         )
         return stopping.to_rows(ids, predictions)
 
@@ -375,41 +360,24 @@ class Project:
             for a, b in zip(p, t, strict=True)
         ]
 
-    def _answers(
-        self, model, tok, items: list[Item], budget: int, length: int
-    ) -> list[tuple[str, float]]:
-        """The model's answer to each item and its confidence: the most likely option for
-        multiple choice, greedy generation otherwise."""
-        out: list[tuple[str, float] | None] = [None] * len(items)
-        mc = [k for k, i in enumerate(items) if i.choices]
-        free = [k for k, i in enumerate(items) if not i.choices]
-        if mc:
-            prompts = self._encode(tok, [items[k].prompt for k in mc], [""] * len(mc))
-            options = [
-                [tok(c, add_special_tokens=False)["input_ids"] for c in items[k].choices]
-                for k in mc
-            ]
-            from star.evaluate import option_probabilities
+    def _answers(self, model, tok, items: list[Item], budget: int, length: int) -> list[Answer]:
+        """The model's label-free answer to each item, by the rule a simulated run uses."""
+        from star.evaluate import label_free_answers
 
-            probs_of = option_probabilities(model, prompts, options, tok.pad_token_id, budget)
-            for k, probs in zip(mc, probs_of, strict=True):
-                best = int(probs.argmax())
-                out[k] = (items[k].choices[best], float(probs[best]))
-        if free:
-            prompts = self._encode(tok, [items[k].prompt for k in free], [""] * len(free))
-            from star.generate import generate
-
-            gens = generate(
-                model,
-                tok,
-                prompts,
-                length,
-                self.settings.run.inference.eval_batch_size,
-                prefill_tokens=budget,
-            )
-            for k, g in zip(free, gens, strict=True):
-                out[k] = (g.text.strip(), float(g.chosen_logp.sum().exp()) if g.token_ids else 0.0)
-        return out  # type: ignore[return-value]
+        return label_free_answers(
+            model,
+            tok,
+            self._encode(tok, [i.prompt for i in items], [""] * len(items)),
+            [
+                (i.choices, [tok(c, add_special_tokens=False)["input_ids"] for c in i.choices])
+                if i.choices
+                else None
+                for i in items
+            ],
+            length,
+            self.settings.run.inference.eval_batch_size,
+            budget,
+        )
 
     def _adapted(self, base, round: int | None):
         """The base model with round `round`'s adapter (None: no adapter yet)."""
@@ -463,13 +431,13 @@ class Project:
         return [
             Prediction(
                 i.id,
-                a,
-                a,
-                normalised_text(a) == normalised_text(i.answer or ""),
+                a.text,
+                a.text,
+                normalised_text(a.text) == normalised_text(i.answer or ""),
                 i.answer or "",
-                conf,
+                a.confidence,
             )
-            for i, (a, conf) in zip(evals, answers, strict=True)
+            for i, a in zip(evals, answers, strict=True)
         ]
 
     def next(self, k: int, fmt: str = "jsonl", out: Path | None = None) -> tuple[Path, int, int]:
@@ -509,13 +477,13 @@ class Project:
         tuned = self._adapted(base, last)
         model = tuned if tuned is not None else base
         length = self.answer_length(tok)
-        said: dict[int, tuple[str, float]] = {}  # the model's answers, by candidate position
+        said: dict[int, Answer] = {}  # the model's answers, by candidate position
 
         def answer(m, positions: list[int], of_base: bool) -> list[list[int]]:
             got = self._answers(m, tok, [candidates[i] for i in positions], budget, length)
             if not of_base:
                 said.update(zip(positions, got, strict=True))
-            return [x.target_ids for x in self._encode(tok, [""] * len(got), [a for a, _ in got])]
+            return [x.target_ids for x in self._encode(tok, [""] * len(got), [a.text for a in got])]
 
         source = PoolSignals(
             model,
@@ -553,7 +521,7 @@ class Project:
                 got = self._answers(model, tok, [candidates[i] for i in todo], budget, length)
             said.update(zip(todo, got, strict=True))
         rows = [
-            ToLabel(s.id, candidates[i].prompt, candidates[i].choices, said[i][0], s.score)
+            ToLabel(s.id, candidates[i].prompt, candidates[i].choices, said[i].text, s.score)
             for s, i in ((s, position[s.id]) for s in chosen)
         ]
         number = len(self.batches())
