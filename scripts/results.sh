@@ -52,3 +52,14 @@ if [ -n "$screen" ]; then
   report selection/trec-screen $screen
   .venv/bin/python scripts/breakdown.py $screen > "$OUT/selection/trec-screen/by_group.md"
 fi
+# The label-free uncertainty selectors against random on trec (2 seeds, a screen).
+lf=$(ls -d runs/select-trec/{random,pe-cluster,pe-kmeanspp}-seed{0,1} 2>/dev/null || true)
+if [ -n "$lf" ]; then
+  report selection/trec-label-free $lf
+  .venv/bin/python scripts/breakdown.py $lf > "$OUT/selection/trec-label-free/by_group.md"
+fi
+# Larger budgets: sst2 from 16 to 256 labels (configs/selection/sst2-budget.yaml).
+if [ -d runs/budget-sst2 ]; then
+  report selection/sst2-budget runs/budget-sst2/*-seed*
+  .venv/bin/python scripts/breakdown.py runs/budget-sst2/*-seed* > "$OUT/selection/sst2-budget/by_group.md"
+fi
