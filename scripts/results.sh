@@ -52,8 +52,9 @@ if [ -n "$screen" ]; then
   report selection/trec-screen $screen
   .venv/bin/python scripts/breakdown.py $screen > "$OUT/selection/trec-screen/by_group.md"
 fi
-# The label-free uncertainty selectors against random on trec (2 seeds, a screen).
-lf=$(ls -d runs/select-trec/{random,pe-cluster,pe-kmeanspp}-seed{0,1} 2>/dev/null || true)
+# The label-free uncertainty selectors against random on trec: the 2-seed screen of pe-cluster
+# and pe-kmeanspp, and pe-kmeanspp's confirmation at 5 seeds.
+lf=$(ls -d runs/select-trec/{random,pe-cluster,pe-kmeanspp}-seed* 2>/dev/null || true)
 if [ -n "$lf" ]; then
   report selection/trec-label-free $lf
   .venv/bin/python scripts/breakdown.py $lf > "$OUT/selection/trec-label-free/by_group.md"
