@@ -278,6 +278,7 @@ class Run:
         return [a.token_ids for a in self.answers(model, examples, length)]
 
     def answers(self, model, examples: list[Example], length: int) -> list[Answer]:
+        """Every example's label-free answer, shared over the processes in rank order."""
         return distributed.map_shards(
             examples,
             lambda part: label_free_answers(
