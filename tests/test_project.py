@@ -422,6 +422,26 @@ def test_answers_are_as_long_as_short_labels_need(tmp_path):
         assert p.answer_length(tok) == 64  # capped by --max-new-tokens
 
 
+def test_a_choice_that_prefixes_another_is_scored_with_eos_as_a_run_scores_it(tmp_path):
+    """ "yes" vs "yes sir": without EOS after each, the longer could never be the answer."""
+    from star import model as models
+    from star.config import ModelConfig
+
+    pool = tmp_path / "pool.jsonl"
+    rows = [("a", ["yes", "yes sir"]), ("b", ["no", "maybe"])]
+    lines = [json.dumps({"id": i, "prompt": "Ok?", "choices": c}) + "\n" for i, c in rows]
+    pool.write_text("".join(lines))
+    path = tmp_path / "p"
+    assert star("init", path, "--pool", pool, *FAST) == 0
+    base, tok = models.load(ModelConfig(name="tiny-random"))
+    spell = {c: tok(c, add_special_tokens=False)["input_ids"] for _, cs in rows for c in cs}
+    with Project.open(path) as p:
+        nested, plain = p._answers(base, tok, p.pool(), 10_000, 4)
+    eos = tok.eos_token_id
+    assert nested.token_ids in ([*spell["yes"], eos], [*spell["yes sir"], eos])
+    assert plain.token_ids in (spell["no"], spell["maybe"])
+
+
 def test_a_label_file_may_use_the_pools_answer_column(project, tmp_path, capsys):
     """A new user writes {"id", "answer"} because the pool file says `answer`: it is read."""
     labels = tmp_path / "answers.jsonl"

@@ -192,11 +192,17 @@ def label_free_answers(
 
 
 def option_ids(tokenizer, spec: TaskSpec, options: tuple[str, ...]) -> list[list[int]]:
-    """Token ids of each option as the training target spells it. If one option's tokens are
-    a prefix of another's, every option ends with EOS: the longer one could never win else."""
+    """Token ids of each option as the training target spells it (see `end_if_prefix`)."""
     ids = [tokenizer(spec.target(o), add_special_tokens=False)["input_ids"] for o in options]
+    return end_if_prefix(ids, tokenizer.eos_token_id)
+
+
+def end_if_prefix(ids: list[list[int]], eos: int) -> list[list[int]]:
+    """The options' token ids, each ending with EOS if one option's ids are a prefix of
+    another's: scored without it the longer one could never win ("yes" vs "yes sir"), and a
+    tuned model, trained on target + EOS, learns to stop after the shorter one."""
     prefix = any(a != b and b[: len(a)] == a for a in ids for b in ids)
-    return [i + [tokenizer.eos_token_id] for i in ids] if prefix else ids
+    return [i + [eos] for i in ids] if prefix else ids
 
 
 def evaluate_options(

@@ -362,18 +362,17 @@ class Project:
 
     def _answers(self, model, tok, items: list[Item], budget: int, length: int) -> list[Answer]:
         """The model's label-free answer to each item, by the rule a simulated run uses."""
-        from star.evaluate import label_free_answers
+        from star.evaluate import end_if_prefix, label_free_answers
+
+        def spelled(choices: tuple[str, ...]) -> list[list[int]]:  # as training spells a label
+            ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+            return end_if_prefix(ids, tok.eos_token_id)
 
         return label_free_answers(
             model,
             tok,
             self._encode(tok, [i.prompt for i in items], [""] * len(items)),
-            [
-                (i.choices, [tok(c, add_special_tokens=False)["input_ids"] for c in i.choices])
-                if i.choices
-                else None
-                for i in items
-            ],
+            [(i.choices, spelled(i.choices)) if i.choices else None for i in items],
             length,
             self.settings.run.inference.eval_batch_size,
             budget,
