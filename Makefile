@@ -39,7 +39,7 @@ $(VENV)/.star-ls-installed: $(STAMP)
 	touch $@
 
 test-integration: $(LS_STAMP) $(VENV)/.star-ls-installed
-	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/python -m pytest -m integration tests/integration
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/python -m pytest -m integration -n 0 tests/integration
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

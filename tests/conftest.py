@@ -17,6 +17,11 @@ import pytest
 # checkout, so tests never touch the user's cache and later runs skip the conversion.
 os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
 
+# Under pytest-xdist each worker, and every process it starts, gets its share of the cores:
+# the tiny models gain little from a second thread, and oversubscribed workers lose more.
+if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
 
 def tree_hash(path: Path) -> str:
     """A digest of every file under `path` (names and bytes; the lock file left out): equal

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -86,19 +87,24 @@ def model_folder(name: str) -> Path:
 
 
 def _cached(name: str, build) -> Path:
-    """Build into a temp folder and rename, so an interrupted build never leaves a half model."""
+    """Build into a temp folder and rename, so an interrupted build never leaves a half model;
+    under a lock, so processes starting together on a fresh cache (a data-parallel launch,
+    parallel tests) build it once and none deletes a model another is reading."""
     target = cache_dir() / name
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        log.info("preparing %s in %s (once)", name, target)
-        build(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(target.parent / f".{name}.lock"):
+        if (target / "config.json").is_file():  # built while this process waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            log.info("preparing %s in %s (once)", name, target)
+            build(tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
