@@ -39,3 +39,29 @@ def test_lora_attaches_fresh_and_unloads_to_the_same_base(tiny):
     after = restored.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_processes_starting_together_build_a_cached_model_once(tmp_path, monkeypatch):
+    """Two builders racing on a fresh cache (a data-parallel launch): one builds, the other
+    waits and reuses it; without the lock both build and the second deletes the first's."""
+    import threading
+    import time
+
+    monkeypatch.setenv("STAR_CACHE", str(tmp_path))
+    builds = []
+
+    def build(into):
+        builds.append(into)
+        time.sleep(0.3)  # long enough for the other builder to arrive
+        (into / "config.json").write_text("{}")
+
+    got = []
+    workers = [
+        threading.Thread(target=lambda: got.append(models._cached("m", build))) for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(builds) == 1
+    assert got == [tmp_path / "m"] * 2 and (tmp_path / "m" / "config.json").is_file()
