@@ -13,7 +13,13 @@ import pytest
 from conftest import flags
 
 from star.cli import main
-from star.report import RunResult, labels_to_reach, paired_interval, reach_table
+from star.report import (
+    RunResult,
+    detectable_difference,
+    labels_to_reach,
+    paired_interval,
+    reach_table,
+)
 
 SWEEP = flags(
     task="obqa",
@@ -35,6 +41,16 @@ def test_aulc_is_the_mean_accuracy_along_the_curve():
     assert run.aulc() == pytest.approx((10 * 0.3 + 20 * 0.4) / 30)
     assert RunResult(Path("."), "pe", 0, [8], [0.5], [0]).aulc() == 0.5
     assert run.aulc(rounds=2) == pytest.approx(0.3)  # a table cut to the rounds all runs have
+
+
+def test_detectable_difference_is_z_sum_times_the_standard_error():
+    # sd of (0.1, 0.3) is 0.1·√2, so sd/√2 = 0.1; z₀.₉₇₅ + z₀.₈ = 1.959964 + 0.841621
+    assert detectable_difference([0.1, 0.3]) == pytest.approx(0.2801585, abs=1e-6)
+    # four seeds with the same spread: half the standard error of two
+    assert detectable_difference([0.1, 0.3, 0.1, 0.3]) == pytest.approx(
+        2.801585 * (0.04 / 3) ** 0.5 / 2, abs=1e-6
+    )
+    assert detectable_difference([0.05]) is None
 
 
 def test_paired_interval_brackets_the_mean_and_is_a_point_for_one_seed():

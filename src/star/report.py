@@ -141,6 +141,18 @@ def paired_interval(diffs: list[float], seed: int = 0) -> tuple[float, float]:
     return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
+def detectable_difference(diffs: list[float], power: float = 0.8) -> float | None:
+    """The smallest mean paired difference that `len(diffs)` seeds would detect (a two-sided
+    95 % test) with probability `power`, given the differences' spread: (z₀.₉₇₅ + z_power) ·
+    sd / √n, the normal approximation (with few seeds a t-test needs somewhat more). It says
+    whether a tie is evidence of no effect or only of too few seeds; None for one seed."""
+    if len(diffs) < 2:
+        return None
+    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor([0.975, power], dtype=torch.float64))
+    sd = torch.tensor(diffs, dtype=torch.float64).std().item()
+    return z.sum().item() * sd / len(diffs) ** 0.5
+
+
 # Settings that a task resolves for itself (star.tasks.resolve).
 TASK_DERIVED = {
     f"data.{name}"
@@ -246,13 +258,15 @@ def paired_table(groups: dict[str, list[RunResult]]) -> str:
     if isinstance(found, str):
         return found
     lines = [
-        "| strategy | paired seeds | Δ AULC | Δ final accuracy | Δ final ECE | Δ final NLL "
-        "| Δ final Brier |",
-        "|---|---|---|---|---|---|---|",
+        "| strategy | paired seeds | Δ AULC | Δ AULC detectable | Δ final accuracy "
+        "| Δ final ECE | Δ final NLL | Δ final Brier |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, pairs, rounds in found:
         k = rounds - 1
-        cells = [_ci([r.aulc(rounds) - b.aulc(rounds) for r, b in pairs])] + [
+        aulc = [r.aulc(rounds) - b.aulc(rounds) for r, b in pairs]
+        detectable = detectable_difference(aulc)
+        cells = [_ci(aulc), "—" if detectable is None else f"±{detectable:.3f}"] + [
             _ci([getattr(r, m)[k] - getattr(b, m)[k] for r, b in pairs])
             for m in ("accuracy", "ece", "nll", "brier")
         ]
@@ -349,7 +363,10 @@ def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> lis
         + "\n## Paired difference to random (same seeds; mean [95 % CI])\n\n"
         + paired_table(groups)
         + f"\nIntervals: 95 % percentile bootstrap over seeds ({BOOTSTRAP} resamples); with "
-        "few seeds they are rough. Final: the last round every paired run finished.\n"
+        "few seeds they are rough. Final: the last round every paired run finished. "
+        "Detectable: the smallest mean Δ AULC these seeds would find (95 % test, 80 % power) "
+        "given the paired differences' spread; a tie with a larger figure means too few seeds, "
+        "not no effect.\n"
         "\n## Labels to reach random's final accuracy\n\n"
         + reach_table(groups)
         + "\nInterpolated linearly between rounds; a share under 100 % means fewer labels "
