@@ -19,8 +19,15 @@ os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".
 
 # Under pytest-xdist each worker, and every process it starts, gets its share of the cores:
 # the tiny models gain little from a second thread, and oversubscribed workers lose more.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, CORES // workers)))
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may use, at most 4 (each loads models and
+    starts runs of its own; more would trade memory for little)."""
+    return max(1, min(CORES, 4))
 
 
 def tree_hash(path: Path) -> str:
