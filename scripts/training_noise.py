@@ -50,4 +50,5 @@ if __name__ == "__main__":
     acc = torch.tensor(list(curves.values()), dtype=torch.float64)  # (offsets, rounds)
     for j, c in curves.items():
         print(f"offset {j}: " + " / ".join(f"{a:.2f}" for a in c))
-    print("sd over training seeds: " + " / ".join(f"{s:.3f}" for s in acc.std(0).tolist()))
+    if len(curves) > 1:
+        print("sd over training seeds: " + " / ".join(f"{x:.3f}" for x in acc.std(0).tolist()))
