@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-Z = 1.959964 + 0.841621  # z_0.975 + z_0.8
+from star.report import detectable
 
 
 def correct(run: Path) -> tuple[list[int], torch.Tensor]:
@@ -69,10 +69,10 @@ def main(root: Path, strategies: list[str]) -> None:
         test = sum(test_var) / len(test_var)
         rest = max(total - test, 0.0)
 
-        detectable = [Z * ((rest + test * n / rows) / 5) ** 0.5 for rows in (n, 500, 2000)]
+        projected = [detectable((rest + test * n / rows) ** 0.5, 5) for rows in (n, 500, 2000)]
         print(
             f"| {name} | {len(deltas)} | {n} | {total**0.5:.3f} | {min(test / total, 1):.0%} | "
-            + " | ".join(f"{x:.3f}" for x in detectable)
+            + " | ".join(f"{x:.3f}" for x in projected)
             + " |"
         )
 

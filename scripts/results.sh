@@ -38,8 +38,8 @@ if [ -d runs/learn ]; then
   .venv/bin/python scripts/learnability_table.py runs/learn > "$OUT/learnability/table.md"
 fi
 # Strategy comparisons of issue 15 (configs/selection; commands in docs/results.md): random
-# against typical and pe-kmeanspp at 5 seeds per task, and the trec screen of the other strategies (its own
-# report, since its runs have fewer seeds and rounds).
+# against typical and pe-kmeanspp at 5 seeds per task, and the trec screen of the other
+# strategies (its own report, since its runs have fewer seeds and rounds).
 for task in trec sst2 mix banking77; do
   runs=$(ls -d runs/select-$task/{random,typical,pe-kmeanspp}-seed* 2>/dev/null || true)
   if [ -n "$runs" ]; then

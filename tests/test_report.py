@@ -46,7 +46,7 @@ def test_aulc_is_the_mean_accuracy_along_the_curve():
 def test_detectable_difference_is_z_sum_times_the_standard_error():
     # sd of (0.1, 0.3) is 0.1·√2, so sd/√2 = 0.1; z₀.₉₇₅ + z₀.₈ = 1.959964 + 0.841621
     assert detectable_difference([0.1, 0.3]) == pytest.approx(0.2801585, abs=1e-6)
-    # four seeds with the same spread: half the standard error of two
+    # four seeds: sd of (0.1, 0.3, 0.1, 0.3) is √(0.04 / 3), the standard error that over √4
     assert detectable_difference([0.1, 0.3, 0.1, 0.3]) == pytest.approx(
         2.801585 * (0.04 / 3) ** 0.5 / 2, abs=1e-6
     )

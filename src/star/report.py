@@ -141,16 +141,20 @@ def paired_interval(diffs: list[float], seed: int = 0) -> tuple[float, float]:
     return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
-def detectable_difference(diffs: list[float], power: float = 0.8) -> float | None:
-    """The smallest mean paired difference that `len(diffs)` seeds would detect (a two-sided
-    95 % test) with probability `power`, given the differences' spread: (z₀.₉₇₅ + z_power) ·
-    sd / √n, the normal approximation (with few seeds a t-test needs somewhat more). It says
-    whether a tie is evidence of no effect or only of too few seeds; None for one seed."""
+def detectable(sd: float, n: int, power: float = 0.8) -> float:
+    """The smallest mean difference n paired seeds with differences of spread `sd` would
+    detect (a two-sided 95 % test) with probability `power`: (z₀.₉₇₅ + z_power) · sd / √n,
+    the normal approximation (with few seeds a t-test needs somewhat more)."""
+    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor([0.975, power], dtype=torch.float64))
+    return z.sum().item() * sd / n**0.5
+
+
+def detectable_difference(diffs: list[float]) -> float | None:
+    """`detectable` for these paired differences: whether a tie is evidence of no effect or
+    only of too few seeds; None for one seed."""
     if len(diffs) < 2:
         return None
-    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor([0.975, power], dtype=torch.float64))
-    sd = torch.tensor(diffs, dtype=torch.float64).std().item()
-    return z.sum().item() * sd / len(diffs) ** 0.5
+    return detectable(torch.tensor(diffs, dtype=torch.float64).std().item(), len(diffs))
 
 
 # Settings that a task resolves for itself (star.tasks.resolve).
