@@ -64,3 +64,13 @@ if [ -d runs/budget-sst2 ]; then
   report selection/sst2-budget runs/budget-sst2/*-seed*
   .venv/bin/python scripts/breakdown.py runs/budget-sst2/*-seed* > "$OUT/selection/sst2-budget/by_group.md"
 fi
+# The epoch choice on random's runs alone (scripts/training_noise.py --epochs E), and the
+# comparison again at the chosen epochs: runs/selectE-TASK (configs/selection/TASK.yaml).
+epochs=$(ls -d runs/noise-{trec/offset0,e4,e8,e16,e32,sst2-e*,mix-e*} runs/select-{sst2,mix}/random-seed0 2>/dev/null || true)
+[ -n "$epochs" ] && .venv/bin/python scripts/epochs_table.py $epochs > "$OUT/selection/epochs.md"
+for dir in runs/select[0-9]*-*; do
+  [ -d "$dir" ] || continue
+  name=${dir#runs/select}  # E-TASK
+  report "selection/${name#*-}-e${name%%-*}" "$dir"
+  .venv/bin/python scripts/breakdown.py "$dir"/*-seed* > "$OUT/selection/${name#*-}-e${name%%-*}/by_group.md"
+done

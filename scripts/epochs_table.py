@@ -1,0 +1,36 @@
+"""The epoch choice of the selection benchmarks, from random's runs alone: one `random` run's
+labels (same pool, same picks) retrained at several epoch counts and training seeds by
+scripts/training_noise.py. Prints one markdown row per run, sorted by task and epochs.
+
+    .venv/bin/python scripts/epochs_table.py runs/noise-trec runs/noise-e8 runs/noise-mix-e4 ...
+
+A run folder named `offsetJ` is training seed J (TRAIN and LORA streams from seed + 1000·J);
+any other run (e.g. the sweep's own random run) is training seed 0.
+"""
+
+import sys
+from pathlib import Path
+
+from star.report import find_runs
+
+
+def main(roots: list[Path]) -> None:
+    runs = find_runs(roots)
+    rows = []
+    for r in runs:
+        offset = int(r.path.name[6:]) if r.path.name.startswith("offset") else 0
+        task, epochs = r.settings["task"], r.settings["train.epochs"]
+        rows.append((task, epochs, offset, r))
+    rows.sort(key=lambda t: t[:3])
+    ticks = " / ".join(map(str, runs[0].n_labeled))
+    print(f"| task | epochs | training seed | accuracy at {ticks} labels | AULC | final ECE "
+          "| minutes |")
+    print("|---|---|---|---|---|---|---|")
+    for task, epochs, offset, r in rows:
+        acc = " / ".join(f"{a:.2f}" for a in r.accuracy)
+        print(f"| {task} | {epochs} | {offset} | {acc} | {r.aulc():.3f} | {r.ece[-1]:.3f} "
+              f"| {r.seconds / 60:.1f} |")
+
+
+if __name__ == "__main__":
+    main([Path(p) for p in sys.argv[1:]])
