@@ -41,6 +41,8 @@ def main(roots: list[Path]) -> None:
         run = config.parent
         tree = yaml.safe_load(config.read_text())
         strategy, task = tree["strategy"], tree["task"]
+        if strategy != "random" and tree.get("loop", {}).get("init_by") == "random":
+            strategy += " (init_by=random)"  # as the report names that variant
         table = tables.setdefault(task, groups(task))
         evals = sorted((run / "rounds").glob("*/eval.jsonl"))
         if not (run / "labeled.jsonl").exists() or not evals:

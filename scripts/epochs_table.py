@@ -23,13 +23,17 @@ def main(roots: list[Path]) -> None:
         rows.append((task, epochs, offset, r))
     rows.sort(key=lambda t: t[:3])
     ticks = " / ".join(map(str, runs[0].n_labeled))
-    print(f"| task | epochs | training seed | accuracy at {ticks} labels | AULC | final ECE "
-          "| minutes |")
+    print(
+        f"| task | epochs | training seed | accuracy at {ticks} labels | AULC | final ECE "
+        "| minutes |"
+    )
     print("|---|---|---|---|---|---|---|")
     for task, epochs, offset, r in rows:
         acc = " / ".join(f"{a:.2f}" for a in r.accuracy)
-        print(f"| {task} | {epochs} | {offset} | {acc} | {r.aulc():.3f} | {r.ece[-1]:.3f} "
-              f"| {r.seconds / 60:.1f} |")
+        print(
+            f"| {task} | {epochs} | {offset} | {acc} | {r.aulc():.3f} | {r.ece[-1]:.3f} "
+            f"| {r.seconds / 60:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -68,9 +68,11 @@ fi
 # comparison again at the chosen epochs: runs/selectE-TASK (configs/selection/TASK.yaml).
 epochs=$(ls -d runs/noise-{trec/offset0,e4,e8,e16,e32,sst2-e*,mix-e*} runs/select-{sst2,mix}/random-seed0 2>/dev/null || true)
 [ -n "$epochs" ] && .venv/bin/python scripts/epochs_table.py $epochs > "$OUT/selection/epochs.md"
+# runs/selectE-TASK-init: strategies whose round 0 is random's (--init-by random), same report.
 for dir in runs/select[0-9]*-*; do
-  [ -d "$dir" ] || continue
+  case $dir in *-init) continue ;; esac
   name=${dir#runs/select}  # E-TASK
-  report "selection/${name#*-}-e${name%%-*}" "$dir"
-  .venv/bin/python scripts/breakdown.py "$dir"/*-seed* > "$OUT/selection/${name#*-}-e${name%%-*}/by_group.md"
+  dirs=$(ls -d "$dir" "$dir-init" 2>/dev/null)
+  report "selection/${name#*-}-e${name%%-*}" $dirs
+  .venv/bin/python scripts/breakdown.py $dirs > "$OUT/selection/${name#*-}-e${name%%-*}/by_group.md"
 done
