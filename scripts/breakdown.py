@@ -37,12 +37,16 @@ def main(roots: list[Path]) -> None:
     total: dict[str, Counter] = defaultdict(Counter)
     runs: Counter = Counter()
     tables: dict[str, dict[str, str]] = {}
-    for config in sorted(p for root in roots for p in root.rglob("config.yaml")):
+    configs = sorted(p for root in roots for p in root.rglob("config.yaml"))
+    trees = {c: yaml.safe_load(c.read_text()) for c in configs}
+    inits: dict[str, set] = defaultdict(set)
+    for tree in trees.values():
+        inits[tree["strategy"]].add(tree.get("loop", {}).get("init_by"))
+    for config, tree in trees.items():
         run = config.parent
-        tree = yaml.safe_load(config.read_text())
         strategy, task = tree["strategy"], tree["task"]
-        if strategy != "random" and tree.get("loop", {}).get("init_by") == "random":
-            strategy += " (init_by=random)"  # as the report names that variant
+        if len(inits[strategy]) > 1:  # both round-0 variants: named as the report names them
+            strategy += f" (init_by={tree['loop']['init_by']})"
         table = tables.setdefault(task, groups(task))
         evals = sorted((run / "rounds").glob("*/eval.jsonl"))
         if not (run / "labeled.jsonl").exists() or not evals:

@@ -22,7 +22,8 @@ def main(roots: list[Path]) -> None:
         task, epochs = r.settings["task"], r.settings["train.epochs"]
         rows.append((task, epochs, offset, r))
     rows.sort(key=lambda t: t[:3])
-    ticks = " / ".join(map(str, runs[0].n_labeled))
+    longest = max((r.n_labeled for r in runs), key=len)
+    ticks = " / ".join(map(str, longest))
     print(
         f"| task | epochs | training seed | accuracy at {ticks} labels | AULC | final ECE "
         "| minutes |"
@@ -30,8 +31,10 @@ def main(roots: list[Path]) -> None:
     print("|---|---|---|---|---|---|---|")
     for task, epochs, offset, r in rows:
         acc = " / ".join(f"{a:.2f}" for a in r.accuracy)
+        done = len(r.n_labeled) == len(longest)  # an unfinished run's area is not comparable
+        aulc = f"{r.aulc():.3f}" if done else "(unfinished)"
         print(
-            f"| {task} | {epochs} | {offset} | {acc} | {r.aulc():.3f} | {r.ece[-1]:.3f} "
+            f"| {task} | {epochs} | {offset} | {acc} | {aulc} | {r.ece[-1]:.3f} "
             f"| {r.seconds / 60:.1f} |"
         )
 
