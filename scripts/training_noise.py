@@ -3,11 +3,11 @@ same picks every round) retrained with other LoRA-initialisation and data-order 
 spread across them is noise no selection strategy can remove, and it bounds what a few seeds
 can resolve between strategies.
 
-    .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-trec 0,1,2,3
+    .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-trec 0,1,2,3 --epochs 2
     .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-e8 0,1 \
         --epochs 8
 
-Options after the offsets go to every `star run` (the second line: four times the epochs).
+Options after the offsets go to every `star run` (here: the epochs, configured or not).
 
 Run `offset` 0 is the ordinary run of that seed; offset j draws the TRAIN and LORA streams
 from seed + 1000·j and every other stream (pool, picks) from the seed itself. Each run
