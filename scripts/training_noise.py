@@ -3,7 +3,8 @@ same picks every round) retrained with other LoRA-initialisation and data-order 
 spread across them is noise no selection strategy can remove, and it bounds what a few seeds
 can resolve between strategies.
 
-    .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-trec 0,1,2,3 --epochs 2
+    .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-trec \
+        0,1,2,3 --epochs 2
     .venv/bin/python scripts/training_noise.py configs/selection/trec.yaml 0 runs/noise-e8 0,1 \
         --epochs 8
 
