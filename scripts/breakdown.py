@@ -39,14 +39,15 @@ def main(roots: list[Path]) -> None:
     tables: dict[str, dict[str, str]] = {}
     configs = sorted(p for root in roots for p in root.rglob("config.yaml"))
     trees = {c: yaml.safe_load(c.read_text()) for c in configs}
+    init = {c: t.get("loop", {}).get("init_by") for c, t in trees.items()}
     inits: dict[str, set] = defaultdict(set)
-    for tree in trees.values():
-        inits[tree["strategy"]].add(tree.get("loop", {}).get("init_by"))
+    for c, tree in trees.items():
+        inits[tree["strategy"]].add(init[c])
     for config, tree in trees.items():
         run = config.parent
         strategy, task = tree["strategy"], tree["task"]
         if len(inits[strategy]) > 1:  # both round-0 variants: named as the report names them
-            strategy += f" (init_by={tree['loop']['init_by']})"
+            strategy += f" (init_by={init[config]})"
         table = tables.setdefault(task, groups(task))
         evals = sorted((run / "rounds").glob("*/eval.jsonl"))
         if not (run / "labeled.jsonl").exists() or not evals:
