@@ -69,7 +69,8 @@ fi
 epochs=$(ls -d runs/noise-{trec/offset0,e4,e8,e16,e32,sst2-e*,mix-e*}/ runs/select-{sst2,mix}/random-seed0 2>/dev/null || true)
 [ -n "$epochs" ] && .venv/bin/python scripts/epochs_table.py $epochs > "$OUT/selection/epochs.md"
 # runs/selectE-TASK-init: strategies whose round 0 is random's (--init-by random), same report.
-for dir in runs/select[0-9]*-*; do
+for dir in runs/select[0-9]*-*/; do  # folders only: sweep logs sit beside them
+  dir=${dir%/}
   case $dir in *-init) continue ;; esac
   name=${dir#runs/select}  # E-TASK
   dirs=$(ls -d "$dir" "$dir-init" 2>/dev/null)
