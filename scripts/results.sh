@@ -66,7 +66,7 @@ if [ -d runs/budget-sst2 ]; then
 fi
 # The epoch choice on random's runs alone (scripts/training_noise.py --epochs E), and the
 # comparison again at the chosen epochs: runs/selectE-TASK (configs/selection/TASK.yaml).
-epochs=$(ls -d runs/noise-{trec/offset0,e4,e8,e16,e32,sst2-e*,mix-e*}/ runs/select-{sst2,mix}/random-seed0 2>/dev/null || true)
+epochs=$(ls -d runs/noise-{trec/offset0,e4,e8,e16,e32,sst2-e*,mix-e*,banking77-e*}/ runs/select-{sst2,mix,banking77}/random-seed0 2>/dev/null || true)
 [ -n "$epochs" ] && .venv/bin/python scripts/epochs_table.py $epochs > "$OUT/selection/epochs.md"
 # runs/selectE-TASK-init: strategies whose round 0 is random's (--init-by random), same report.
 for dir in runs/select[0-9]*-*/; do  # folders only: sweep logs sit beside them
