@@ -4,12 +4,13 @@ Reads committed reports (`runs.csv` of `star report`), so it needs no runs on th
 
     .venv/bin/python scripts/pooled_difference.py \\
         "docs/results/selection/mix-e4:pe-kmeanspp (init_by=random)" \\
-        docs/results/selection/sst2-e8:pe-kmeanspp docs/results/selection/trec-e16:pe-kmeanspp
+        docs/results/selection/sst2-e8:pe-kmeanspp \\
+        docs/results/selection/trec-e16-pe-kmeanspp:pe-kmeanspp
 
 Each argument is REPORT:LABEL, LABEL being the candidate's line in that report. Pooled is the
 mean over benchmarks of each benchmark's mean paired Δ (every benchmark weighs the same,
-whatever its seeds), with a bootstrap that resamples the seeds within each benchmark: whether
-the candidate helps on average across the benchmarks, which a tie on each alone cannot say.
+whatever its seeds), with `star.report.pooled_interval`'s bootstrap over the seeds within
+each benchmark: whether the candidate helps on average, which a tie on each alone cannot say.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
-from star.report import BOOTSTRAP, RunResult, detectable_difference, paired_interval
+from star.report import RunResult, detectable_difference, paired_interval, pooled_interval
 
 
 def read_aulc(report: Path) -> dict[str, dict[int, float]]:
@@ -48,18 +47,6 @@ def paired(report: Path, label: str) -> list[float]:
         sys.exit(f"{report}: no lines {label!r} and 'random' (it has {sorted(aulc)})")
     seeds = sorted(set(aulc[label]) & set(aulc["random"]))
     return [aulc[label][s] - aulc["random"][s] for s in seeds]
-
-
-def pooled_interval(diffs: list[list[float]], seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval of the mean over benchmarks of each one's mean difference,
-    resampling seeds within each benchmark."""
-    g = torch.Generator().manual_seed(seed)
-    means = torch.zeros(BOOTSTRAP, dtype=torch.float64)
-    for d in diffs:
-        t = torch.tensor(d, dtype=torch.float64)
-        means += t[torch.randint(len(t), (BOOTSTRAP, len(t)), generator=g)].mean(1)
-    means /= len(diffs)
-    return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
 def main(args: list[str]) -> None:

@@ -18,6 +18,7 @@ from star.report import (
     detectable_difference,
     labels_to_reach,
     paired_interval,
+    pooled_interval,
     reach_table,
 )
 
@@ -57,6 +58,13 @@ def test_paired_interval_brackets_the_mean_and_is_a_point_for_one_seed():
     lo, hi = paired_interval([0.1, 0.2, 0.3])
     assert 0.1 <= lo <= 0.2 <= hi <= 0.3
     assert paired_interval([0.05]) == (0.05, 0.05)
+
+
+def test_pooled_interval_weighs_each_group_the_same_and_resamples_within_it():
+    # group means: {0, 0.1, 0.2} from [0, 0.2] (a quarter each at the ends), 1.0 from [1.0]; the
+    # pooled mean is their average, so 0.5 and 0.6 are the 2.5 % and 97.5 % points.
+    assert pooled_interval([[0.0, 0.2], [1.0]]) == pytest.approx((0.5, 0.6))
+    assert pooled_interval([[0.1, 0.2, 0.3]]) == paired_interval([0.1, 0.2, 0.3])
 
 
 def test_labels_to_reach_interpolates_on_the_curve():

@@ -133,11 +133,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def paired_interval(diffs: list[float], seed: int = 0) -> tuple[float, float]:
     """95 % percentile-bootstrap interval of the mean of paired (same seed) differences."""
-    t = torch.tensor(diffs, dtype=torch.float64)
-    if len(t) == 1:
-        return t.item(), t.item()
+    return pooled_interval([diffs], seed)
+
+
+def pooled_interval(groups: list[list[float]], seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean over groups (e.g. benchmarks, each
+    weighing the same) of each group's mean paired difference, resampling seeds within each
+    group: whether a strategy helps on average where each group alone is a tie."""
     g = torch.Generator().manual_seed(seed)
-    means = t[torch.randint(len(t), (BOOTSTRAP, len(t)), generator=g)].mean(1)
+    means = torch.zeros(BOOTSTRAP, dtype=torch.float64)
+    for diffs in groups:
+        t = torch.tensor(diffs, dtype=torch.float64)
+        means += t[torch.randint(len(t), (BOOTSTRAP, len(t)), generator=g)].mean(1)
+    means /= len(groups)
     return torch.quantile(means, 0.025).item(), torch.quantile(means, 0.975).item()
 
 
