@@ -53,7 +53,7 @@ def flags(**options) -> list[str]:
 
 def signal_settings(**changes):
     """SignalSettings of a small gold-target run, with `changes`."""
-    from star.signals import SignalSettings
+    from star.engine.signals import SignalSettings
 
     settings = SignalSettings(
         target="gold",
@@ -73,8 +73,8 @@ def signal_settings(**changes):
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the seeded tiny Llama with the SmolLM2 tokenizer, fp32."""
-    from star import model as models
     from star.config import ModelConfig
+    from star.engine import model as models
 
     return models.load(ModelConfig(name=models.TINY, dtype="float32"))
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import signal_settings
 
-from star import model as models
-from star.cache import SignalCache, entry_key, namespace, weights_fingerprint
 from star.config import LoraConfig
-from star.signals import base_cache
+from star.engine import model as models
+from star.engine.cache import SignalCache, entry_key, namespace, weights_fingerprint
+from star.engine.signals import base_cache
 
 SETTINGS = signal_settings()
 

@@ -71,7 +71,7 @@ def test_usage_errors_are_one_line():
 def test_strategies_lists_the_registry():
     result = star("strategies")
     assert result.returncode == 0
-    from star.strategies import STRATEGIES
+    from star.method.strategies import STRATEGIES
 
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == list(STRATEGIES) and "star" in names and "star-authors" in names

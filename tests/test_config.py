@@ -10,7 +10,7 @@ from star import __version__
 from star import config as cfg
 from star.cli import build_parser, resolve_config
 from star.errors import ConfigError
-from star.strategies import configure
+from star.method.strategies import configure
 
 
 def build(overrides):
@@ -195,8 +195,9 @@ CONFIGS = Path(__file__).parents[1] / "configs"
     ids=lambda p: p.name,
 )
 def test_shipped_configs_are_valid(path):
-    from star.state import read_tree
-    from star.tasks import TASKS, resolve
+    from star.config import read_tree
+    from star.tasks.registry import TASKS
+    from star.tasks.resolve import resolve
 
     config = cfg.build({}, read_tree(path))
     resolved, _ = resolve(config)  # the task, its template and evaluation mode all check out

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from star.data import (
+from star.engine.batching import (
     IGNORE,
     Encoded,
-    Example,
     collate,
     encode,
     length_grouped_batches,
-    read_jsonl,
     token_budget_batches,
 )
 from star.errors import BadInputError
+from star.tasks.reading import read_jsonl
+from star.tasks.spec import Example
 
 
 def test_read_jsonl_names_file_and_line(tmp_path):

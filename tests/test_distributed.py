@@ -68,7 +68,7 @@ def test_two_processes_label_the_same_examples(runs):
 
 
 def _cached(root: Path) -> dict[str, dict]:
-    from star.cache import SignalCache
+    from star.engine.cache import SignalCache
 
     (space,) = [p.name for p in root.iterdir()]
     return SignalCache(root, space).rows()

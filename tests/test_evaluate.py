@@ -7,18 +7,14 @@ import math
 import pytest
 import torch
 
-from star.data import Example, collate, encode
-from star.evaluate import (
-    LabelTokens,
-    answer_confidence,
-    evaluate_options,
-    label_confidence,
-    label_free_answers,
-    option_ids,
-)
-from star.generate import Generated, answer_length, generate, greedy
-from star.stopping import normalised_entropy
-from star.tasks import TASKS, load_split
+from star.engine.answers import label_free_answers
+from star.engine.batching import collate, encode
+from star.engine.evaluate import LabelTokens, answer_confidence, evaluate_options, label_confidence
+from star.engine.generate import Generated, answer_length, generate, greedy
+from star.engine.options import option_ids
+from star.method.stopping import normalised_entropy
+from star.tasks.registry import TASKS, load_split
+from star.tasks.spec import Example
 
 
 def ids(tok, text):

@@ -5,7 +5,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from star.tasks import TASKS, data_file
+from star.tasks.registry import TASKS, data_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from star import config as cfg
-from star import loop, streams
+from star import seeds as streams
 from star.errors import BadInputError, ConfigError, RunDirError
-from star.state import RunDir
-from star.strategies import configure
-from star.tasks import resolve
+from star.experiment import loop
+from star.experiment.rundir import RunDir
+from star.method.strategies import configure
+from star.tasks.resolve import resolve
 
 SMALL = {
     "task": "obqa",
@@ -186,8 +187,8 @@ def test_a_spreading_strategy_chooses_round_0_and_resumes_to_the_same_picks(tmp_
     embeddings: exactly cluster_stratified's picks, and the same again after a kill."""
     import torch
 
-    from star.scoring import embed
-    from star.selection import cluster_stratified
+    from star.engine.scoring import embed
+    from star.method.selection import cluster_stratified
 
     config = small(strategy="typical", **{"loop.rounds": 2})
     assert config.loop.init_by == "strategy" and config.uncertainty.target == "gold"
@@ -251,7 +252,8 @@ def test_a_foreign_directory_is_refused(tmp_path):
 def test_label_free_answers_are_the_most_likely_option_as_evaluation_reads_it(tmp_path):
     """On a closed label set the model's own answer is the option evaluation would predict
     (not 32 generated tokens), so label-free scoring of a classification pool is cheap."""
-    from star.evaluate import evaluate_options, option_ids
+    from star.engine.evaluate import evaluate_options
+    from star.engine.options import option_ids
 
     run = loop.Run(small(strategy="pe", **{"uncertainty.target": "generated"}), tmp_path / "r")
     try:
@@ -294,7 +296,7 @@ def test_a_stopping_rule_ends_the_run_and_a_resumed_run_stays_stopped(tmp_path):
 
 
 def test_the_stop_figures_are_the_rules_on_the_saved_answers(tmp_path):
-    from star.stopping import cohen_kappa
+    from star.method.stopping import cohen_kappa
 
     config = small(strategy="random", **{"loop.stop": "kappa", "loop.rounds": 2})
     metrics = loop.run(config, tmp_path / "run")

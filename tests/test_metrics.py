@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.classification import BinaryCalibrationError
 
-from star.metrics import (
+from star.method.metrics import (
     accuracy,
     brier_score,
     expected_calibration_error,

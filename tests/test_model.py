@@ -2,11 +2,11 @@
 
 import torch
 
-from star import model as models
 from star.config import LoraConfig, ModelConfig
-from star.data import encode
-from star.evaluate import generate
-from star.tasks import TASKS, load_split
+from star.engine import model as models
+from star.engine.batching import encode
+from star.engine.evaluate import generate
+from star.tasks.registry import TASKS, load_split
 
 
 def test_embedded_model_answers_an_obqa_question():

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from star.errors import BadInputError
-from star.formats import parse
-from star.pool import Fields, read_items
+from star.labelling.formats import parse
+from star.tasks.reading import Fields, read_items
 
 GOOD = {"id": "a", "prompt": "Is it?", "choices": ["yes", "no"]}
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import tree_hash
 
 from star.cli import main
-from star.project import Project
+from star.labelling.project import Project
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
 GOLD = {  # the example pool's true labels (written with it)
@@ -74,8 +74,8 @@ def test_the_whole_workflow(project, tmp_path, capsys):
     assert star("export-adapter", project, tmp_path / "adapter") == 0
     from peft import PeftModel
 
-    from star import model as models
     from star.config import ModelConfig
+    from star.engine import model as models
 
     base, _ = models.load(ModelConfig(name="tiny-random", dtype="float32"))
     loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
@@ -323,7 +323,7 @@ def test_random_next_answers_only_the_chosen_and_scores_nothing(tmp_path, monkey
     """A new user's first `star next` with random: no forward pass over the candidates, and
     the model's answers (for the batch file) for the k chosen items only, before and after a
     trained round."""
-    from star import signals
+    from star.engine import signals
 
     path = tmp_path / "proj"
     pool = EXAMPLES / "pool.jsonl"
@@ -355,12 +355,12 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
     exactly cluster_stratified over the candidates, the labelled prompts as covered."""
     import torch
 
-    from star import model as models
-    from star import signals
     from star.config import ModelConfig
-    from star.scoring import embed
-    from star.selection import cluster_stratified
-    from star.streams import SELECT, derived_seed
+    from star.engine import model as models
+    from star.engine import signals
+    from star.engine.scoring import embed
+    from star.method.selection import cluster_stratified
+    from star.seeds import SELECT, derived_seed
 
     path = tmp_path / "proj"
     assert (
@@ -392,8 +392,8 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
 
 
 def test_answers_are_as_long_as_short_labels_need(tmp_path):
-    from star import model as models
     from star.config import ModelConfig
+    from star.engine import model as models
 
     pool = tmp_path / "pool.csv"
     pool.write_text("id,prompt\n" + "".join(f"q{n},Is {n} even?\n" for n in range(6)))
@@ -424,8 +424,8 @@ def test_answers_are_as_long_as_short_labels_need(tmp_path):
 
 def test_a_choice_that_prefixes_another_is_scored_with_eos_as_a_run_scores_it(tmp_path):
     """ "yes" vs "yes sir": without EOS after each, the longer could never be the answer."""
-    from star import model as models
     from star.config import ModelConfig
+    from star.engine import model as models
 
     pool = tmp_path / "pool.jsonl"
     rows = [("a", ["yes", "yes sir"]), ("b", ["no", "maybe"])]
@@ -453,7 +453,7 @@ def test_a_label_file_may_use_the_pools_answer_column(project, tmp_path, capsys)
 
 
 def test_status_says_whether_to_stop_after_two_trained_rounds(project, tmp_path, capsys):
-    from star.stopping import cohen_kappa
+    from star.method.stopping import cohen_kappa
 
     for n in range(2):
         assert star("next", project, "--k", 4, "--out", tmp_path / f"b{n}.jsonl") == 0
@@ -507,7 +507,7 @@ class _HalfWrite:
 def test_a_full_disk_is_one_line_and_loses_nothing(project, tmp_path, capsys, monkeypatch):
     from peft import PeftModel
 
-    from star import project as project_module
+    from star.labelling import project as project_module
 
     assert star("next", project, "--k", 4, "--out", tmp_path / "b.jsonl") == 0
     filled = fill(tmp_path / "b.jsonl", tmp_path / "l.jsonl", GOLD)

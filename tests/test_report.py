@@ -13,7 +13,7 @@ import pytest
 from conftest import flags
 
 from star.cli import main
-from star.report import (
+from star.experiment.report import (
     RunResult,
     detectable_difference,
     labels_to_reach,
@@ -205,7 +205,7 @@ def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
 def test_runs_of_different_tasks_are_named_by_task_not_by_what_the_task_sets():
     from pathlib import Path
 
-    from star.report import RunResult, by_variant
+    from star.experiment.report import RunResult, by_variant
 
     def run(task, template, lr):
         settings = {"task": task, "data.template": template, "data.labels": ["a"], "train.lr": lr}

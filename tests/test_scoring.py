@@ -4,11 +4,12 @@ and Monte-Carlo dropout that is really stochastic."""
 import pytest
 import torch
 
-from star import model as models
 from star.config import LoraConfig
-from star.data import Example, encode
-from star.scoring import score
-from star.tasks import load_split
+from star.engine import model as models
+from star.engine.batching import encode
+from star.engine.scoring import score
+from star.tasks.registry import load_split
+from star.tasks.spec import Example
 
 
 def naive_scores(model, items):

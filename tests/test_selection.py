@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from star.selection import (
+from star.method.selection import (
     cluster_stratified,
     kmeans,
     kmeanspp_seeds,

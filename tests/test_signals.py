@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import signal_settings
 
-from star import model as models
-from star import signals as signals_module
-from star.cache import SignalCache
 from star.config import LoraConfig
-from star.data import Encoded
-from star.scoring import embed, score
-from star.signals import PoolSignals, subsample
-from star.strategies import STRATEGIES
+from star.engine import model as models
+from star.engine import signals as signals_module
+from star.engine.batching import Encoded
+from star.engine.cache import SignalCache
+from star.engine.scoring import embed, score
+from star.engine.signals import PoolSignals, subsample
+from star.method.strategies import STRATEGIES
 
 SETTINGS = signal_settings(mc_passes=3)
 

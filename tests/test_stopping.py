@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from star.config import LoopConfig
-from star.stopping import (
+from star.method.stopping import (
     RULES,
     RoundPredictions,
     cohen_kappa,

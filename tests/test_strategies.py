@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from star.errors import EmptyPoolError
-from star.strategies import STRATEGIES, Selected, Signals, select_top_k
-from star.uncertainty import SequenceScores
+from star.method.strategies import STRATEGIES, Selected, Signals, select_top_k
+from star.method.uncertainty import SequenceScores
 
 
 def test_select_top_k_takes_the_highest_scores():

@@ -12,7 +12,9 @@ from conftest import flags
 
 from star import config as cfg
 from star.cli import main
-from star.tasks import TASKS, detect_labels, holdout_split, label_locator, load_split, resolve
+from star.tasks.extract import label_locator
+from star.tasks.registry import TASKS, load_split
+from star.tasks.resolve import detect_labels, holdout_split, resolve
 
 TINY = flags(model="tiny-random", lora_r=4, epochs=1, batch_size=4, eval_size=8)
 
@@ -68,7 +70,7 @@ def test_label_locator_takes_the_first_whole_label_in_its_own_spelling():
 
 
 def test_detected_labels_need_a_small_set_of_repeated_answers():
-    from star.pool import Item
+    from star.tasks.reading import Item
 
     def items(answers):
         return [Item(str(i), "p", a, None) for i, a in enumerate(answers)]
@@ -79,7 +81,7 @@ def test_detected_labels_need_a_small_set_of_repeated_answers():
 
 
 def test_holdout_split_keeps_every_text_on_one_side():
-    from star.pool import Item
+    from star.tasks.reading import Item
 
     rows = [Item(f"r{i}", f"text {i % 7}", "a", None) for i in range(30)]  # 7 texts, repeated
     pool, held = holdout_split(rows, 0.3)

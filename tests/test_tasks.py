@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from star.tasks import INSTRUCTION, TASKS, data_file, load_split, sample
+from star.tasks.registry import INSTRUCTION, TASKS, data_file, load_split
+from star.tasks.resolve import sample
 
 
 def test_gsm8k_first_train_row():

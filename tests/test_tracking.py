@@ -6,10 +6,10 @@ import pytest
 from conftest import flags
 
 from star import config as cfg
-from star import loop
 from star.cli import main
-from star.strategies import configure
-from star.tracking import scalars
+from star.experiment import loop
+from star.experiment.tracking import scalars
+from star.method.strategies import configure
 
 SMALL = {
     "task": "obqa",

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from star import model as models
 from star.config import LoraConfig, TrainConfig
-from star.data import IGNORE, Encoded, collate, encode
-from star.tasks import load_split
-from star.train import answer_loss, optimizer_groups, train_adapter
+from star.engine import model as models
+from star.engine.batching import IGNORE, Encoded, collate, encode
+from star.engine.train import answer_loss, optimizer_groups, train_adapter
+from star.tasks.registry import load_split
 
 
 @pytest.fixture

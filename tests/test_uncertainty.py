@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from star.uncertainty import (
+from star.method.uncertainty import (
     dynamic_mix,
     dynamic_weight,
     flatten_masked,

@@ -22,16 +22,16 @@ from typing import Any
 from star import _API
 from star import config as cfg
 from star.config import RunConfig as RunConfig
-from star.data import read_jsonl
+from star.config import read_tree
 from star.errors import RunDirError
-from star.pool import Fields as Fields
-from star.project import Project as Project
-from star.project import Settings
-from star.state import read_tree
-from star.strategies import STRATEGIES, configure
-from star.strategies import Signals as Signals
-from star.strategies import register as register
-from star.uncertainty import SequenceScores as SequenceScores
+from star.labelling.project import Project as Project
+from star.labelling.project import Settings
+from star.method.strategies import STRATEGIES, configure
+from star.method.strategies import Signals as Signals
+from star.method.strategies import register as register
+from star.method.uncertainty import SequenceScores as SequenceScores
+from star.tasks.reading import Fields as Fields
+from star.tasks.reading import read_jsonl
 
 __all__ = list(_API)  # the names `star` re-exports (star/__init__.py)
 
@@ -59,7 +59,7 @@ def run(
     per finished round (round, n_labeled, accuracy, ece, …), as metrics.jsonl holds them.
     `on_round(row)` is called after each round, finished earlier ones included; each new
     round is also logged to `report_to` ("tensorboard", "wandb", "mlflow" or "none")."""
-    from star.loop import run as run_loop
+    from star.experiment.loop import run as run_loop
 
     return run_loop(config, Path(out), on_round, report_to)
 

@@ -194,9 +194,9 @@ def _add_experiment_commands(sub) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from star.state import read_tree
-    from star.strategies import STRATEGIES, configure
-    from star.sweep import Pair, cost, sweep
+    from star.config import read_tree
+    from star.experiment.sweep import Pair, cost, sweep
+    from star.method.strategies import STRATEGIES, configure
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in strategies:
@@ -237,7 +237,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from star.report import write_report
+    from star.experiment.report import write_report
 
     for path in write_report(args.runs, args.out, args.rounds):
         print(path)
@@ -282,7 +282,7 @@ def _next(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from star.project import Project
+    from star.labelling.project import Project
 
     with Project.open(args.dir) as project:
         counts = project.import_labels(args.file, args.relabel, args.allow_unexported)
@@ -294,8 +294,8 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from star.labelstudio import Server, push
-    from star.project import Project
+    from star.labelling.labelstudio import Server, push
+    from star.labelling.project import Project
 
     server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
     with Project.open(args.dir) as project:
@@ -315,8 +315,8 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from star.labelstudio import Server, pull
-    from star.project import Project
+    from star.labelling.labelstudio import Server, pull
+    from star.labelling.project import Project
 
     server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
     with Project.open(args.dir) as project:
@@ -341,7 +341,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from star.project import Project
+    from star.labelling.project import Project
 
     with Project.open(args.dir) as project:
         _print_status(project.status())
@@ -365,7 +365,7 @@ def _print_project_round(row: dict) -> None:
 
 
 def _export_adapter(args: argparse.Namespace) -> int:
-    from star.project import Project
+    from star.labelling.project import Project
 
     with Project.open(args.dir) as project:
         out = project.export_adapter(args.out, args.round)
@@ -392,8 +392,8 @@ def _print_round(row: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from star import distributed
     from star.api import run
+    from star.engine import distributed
 
     config = resolve_config(args)
     if not distributed.is_main():  # under torchrun: one process reports
@@ -424,7 +424,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _strategies(_: argparse.Namespace) -> int:
-    from star.strategies import STRATEGIES
+    from star.method.strategies import STRATEGIES
 
     default = cfg.RunConfig().strategy  # what `star run` and `star init` use unless told
     width = max(len(name) for name in STRATEGIES) + len(" (default)")
@@ -435,7 +435,7 @@ def _strategies(_: argparse.Namespace) -> int:
 
 
 def _tasks(_: argparse.Namespace) -> int:
-    from star.tasks import TASKS, load_split
+    from star.tasks.registry import TASKS, load_split
 
     for t in TASKS.values():
         sizes = f"{len(load_split(t.name, 'train'))} train / {len(load_split(t.name, 'test'))} test"

@@ -13,10 +13,12 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from star import __version__
 from star.errors import ConfigError
+from star.files import read_yaml
 
 
 def _opt(
@@ -249,13 +251,7 @@ class RunConfig:
     star_version: str = __version__
 
     def __post_init__(self) -> None:
-        from star.tasks import TASKS
-
-        if self.task not in TASKS and not self.task.lower().endswith((".jsonl", ".csv")):
-            raise ConfigError(
-                f"unknown task {self.task!r}; choose from: {', '.join(TASKS)}, or give a "
-                "labelled .jsonl/.csv file"
-            )
+        # the task's name is checked by star.tasks (`check_task`), which knows the tasks
         if not 0 <= self.train.warmup < 1:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.train.warmup}")
         self._resolve_schedule()
@@ -486,3 +482,11 @@ def differences(a: RunConfig, b: RunConfig) -> list[str]:
     """Dotted paths whose values differ, for the 'different config' refusal."""
     fa, fb = dict(flat_items(a)), dict(flat_items(b))
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
+def read_tree(path: Path) -> dict:
+    """The raw mapping of a YAML config file, checked against this version's options (errors
+    name the file)."""
+    tree = read_yaml(path)
+    from_dict(tree, str(path))
+    return tree

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from star.cli import main
-from star.project import Project
+from star.labelling.project import Project
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""A user's own data: pool, seed and evaluation files in JSONL or CSV, with named fields.
+"""Reading data files: JSONL or CSV rows, and items (id, prompt, answer, choices) under named
+columns. No torch here: reading a file is quick.
 
 Every defect is a BadInputError naming the file and line (1-based, as an editor shows it),
 raised before anything is written, so a bad file never changes a project.
@@ -6,13 +7,67 @@ raised before anything is written, so a bad file never changes a project.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from star.data import raw_rows
 from star.errors import BadInputError
 
 CHOICE_SEPARATOR = "|"  # CSV cells hold choices as "A|B|C"; JSONL holds a list
+
+
+def raw_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, mapping) for each non-blank row of a .jsonl or .csv file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path}: is a directory, not a data file") from None
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if path.suffix.lower() == ".csv":
+        yield from _csv_rows(path, text)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadInputError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise BadInputError(f"{path}:{number}: expected a JSON object")
+        yield number, row
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
+    try:
+        if reader.fieldnames is None:
+            return
+        for row in reader:
+            if None in row:
+                raise BadInputError(f"{path}:{reader.line_num}: more cells than header columns")
+            if all(not (v or "").strip() for v in row.values()):
+                continue
+            yield reader.line_num, row
+    except csv.Error as e:
+        raise BadInputError(f"{path}:{reader.line_num}: invalid CSV ({e})") from None
+
+
+def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
+    """Rows of a JSONL file; any defect raises BadInputError naming file and line."""
+    rows = []
+    for number, row in raw_rows(path):
+        for key in required:
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise BadInputError(f"{path}:{number}: missing or empty field {key!r}")
+        rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from star.errors import StarError
-from star.metrics import brier_score, negative_log_likelihood, reliability_bins
-from star.state import read_yaml
+from star.files import read_yaml
+from star.method.metrics import brier_score, negative_log_likelihood, reliability_bins
 
 BOOTSTRAP = 10_000  # resamples of the seeds for the paired confidence interval
 # Settings that do not change what a run computes, so they never split a strategy into variants

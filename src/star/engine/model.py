@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +19,10 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from star import distributed
 from star.config import LoraConfig, ModelConfig
+from star.engine import distributed
 from star.errors import ModelError
+from star.files import write_folder
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +94,9 @@ def _cached(name: str, build) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f".{name}.lock"):
-        if (target / "config.json").is_file():  # built while this process waited
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        try:
+        if not (target / "config.json").is_file():  # else built while this process waited
             log.info("preparing %s in %s (once)", name, target)
-            build(tmp)
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            write_folder(target, build)
     return target
 
 
@@ -178,6 +170,11 @@ def load(config: ModelConfig):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(on).eval(), tokenizer
+
+
+def save_adapter(model, target: Path) -> None:
+    """The PEFT adapter (safetensors) written into `target` whole or not at all."""
+    write_folder(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
 def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from star.strategies import STRATEGIES
+from star.method.strategies import STRATEGIES
 
 
 def cost(strategy: str) -> int:

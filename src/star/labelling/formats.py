@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from star.data import raw_rows
 from star.errors import BadInputError
-from star.pool import CHOICE_SEPARATOR
+from star.tasks.reading import CHOICE_SEPARATOR, raw_rows
 
 FORMATS = ("jsonl", "csv", "label-studio")
 SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "label-studio": ".json"}

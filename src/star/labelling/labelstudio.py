@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from star.errors import StarError
-from star.formats import LABEL_CONFIG
+from star.labelling.formats import LABEL_CONFIG
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def push(server: Server, tasks_file: Path, project_id: int | None, title: str) -
 
 def pull(server: Server, project_id: int, out: Path) -> Path:
     """Save the project's JSON export (tasks with their annotations) to `out`."""
-    from star.state import atomic_write
+    from star.files import atomic_write
 
     ls = server.client()
     exported = _call("exporting annotations", lambda: ls.projects.exports.as_json(project_id))

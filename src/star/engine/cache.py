@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from star import distributed
+from star.engine import distributed
 
 log = logging.getLogger(__name__)
 

@@ -24,68 +24,30 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
-from star import __version__, stopping
+from star import __version__
 from star import config as cfg
-from star.data import Encoded
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
-from star.formats import SUFFIX, Label, ToLabel, parse, render
-from star.pool import Fields, Item, read_items
-from star.state import atomic_write, lock_dir, save_adapter_to, write_jsonl
-from star.strategies import STRATEGIES, configure
-from star.streams import LORA, MC, SELECT, SUBSAMPLE, TRAIN, derived_seed, stop_set
-from star.tasks import normalised_text
+from star.files import atomic_write, lock_dir, write_folder, write_jsonl
+from star.labelling.formats import SUFFIX, Label, ToLabel, parse, render
+from star.labelling.journal import append_jsonl, read_journal
+from star.method import stopping
+from star.method.strategies import configure
+from star.seeds import stop_set
+from star.tasks.extract import normalised_text
+from star.tasks.reading import Fields, Item, read_items
+from star.tasks.spec import Example, TaskSpec, user_spec
 
 if TYPE_CHECKING:  # the engine is imported when a command needs it: status stays quick
-    from star.evaluate import Answer, Prediction
-    from star.signals import SignalSettings
+    from star.active.step import Learner
+    from star.engine.evaluate import Prediction
 
 log = logging.getLogger(__name__)
-
-
-def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """One append of whole lines, then fsync: a crash leaves at most a cut last line, which
-    the next append cuts off before writing (readers already ignore it). A write that fails
-    (a full disk) is cut back off, so no part of the rows is recorded."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-    if not data:
-        return
-    with open(path, "ab+") as f:
-        f.seek(0)
-        old = f.read()
-        kept = old.rfind(b"\n") + 1  # 0 when the only line was cut
-        if len(old) != kept:
-            f.truncate(kept)
-        try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError:
-            f.truncate(kept)  # needs no space
-            raise
-
-
-def read_journal(path: Path) -> list[dict]:
-    """Complete lines of a journal; a last line without its newline (a cut write) is dropped."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")[:-1]  # the part after the last newline is cut or empty
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise RunDirError(f"{path}:{number}: damaged journal line") from None
-    return rows
 
 
 @dataclass(frozen=True)
@@ -147,25 +109,24 @@ class Project:
                 eval_file,
                 len(overlap),
             )
-        from star import model as models
+        from star.engine import model as models
 
         models.check_causal_lm(settings.run.model.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
-            atomic_write(tmp / "project.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False))
-            _write_items(tmp / "pool.jsonl", [Item(i.id, i.prompt, None, i.choices) for i in items])
+        def fill(folder: Path) -> None:
+            atomic_write(
+                folder / "project.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False)
+            )
+            _write_items(
+                folder / "pool.jsonl", [Item(i.id, i.prompt, None, i.choices) for i in items]
+            )
             if evals:
-                _write_items(tmp / "eval.jsonl", evals)
+                _write_items(folder / "eval.jsonl", evals)
             append_jsonl(
-                tmp / "labels.jsonl",
+                folder / "labels.jsonl",
                 ({"id": i, "label": a, "source": "init"} for i, a in labels.items()),
             )
-            if path.exists():
-                path.rmdir()
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        write_folder(path, fill, replace=False)
 
     @classmethod
     def open(cls, path: Path) -> Project:
@@ -284,17 +245,6 @@ class Project:
         loop = self.settings.run.loop
         return stopping.decisions(history, loop.stop, loop.stop_threshold)
 
-    def _stop_predictions(self, model, tok, budget: int) -> list[dict]:
-        ids = self.stop_ids()
-        if not ids:
-            return []
-        pool = {i.id: i for i in self.pool()}
-        said = self._answers(model, tok, [pool[i] for i in ids], budget, self.answer_length(tok))
-        predictions = stopping.RoundPredictions(
-            [a.text for a in said], [a.uncertainty for a in said]
-        )
-        return stopping.to_rows(ids, predictions)
-
     # ------------------------------------------------------------------ labels
     def import_labels(
         self, file: Path, relabel: bool = False, allow_unexported: bool = False
@@ -344,89 +294,71 @@ class Project:
         return {"imported": len(new), "unchanged": unchanged}
 
     # ------------------------------------------------------------------ model work
-    def _load(self):
-        from star import model as models
+    def spec(self) -> TaskSpec:
+        """How the project's items read: prompts as written, labels taught after a space."""
+        return user_spec(self.settings.max_new_tokens)
 
-        base, tok = models.load(self.settings.run.model)
-        budget = models.batch_tokens(self.settings.run.inference.batch_tokens, models.device())
-        return base, tok, budget
-
-    def _encode(self, tok, prompts: list[str], targets: list[str]) -> list[Encoded]:
-        d = self.settings.run.data
-        p = tok(prompts, add_special_tokens=False)["input_ids"] if prompts else []
-        t = tok(targets, add_special_tokens=False)["input_ids"] if targets else []
+    def examples(self) -> list[Example]:
+        """The pool in its order, each item with its label (and training target) if it has one."""
+        labels, spec = self.labels(), self.spec()
         return [
-            Encoded(a[-d.max_prompt_tokens :], b[: d.max_target_tokens])
-            for a, b in zip(p, t, strict=True)
+            Example(
+                i.id,
+                i.prompt,
+                spec.target(labels[i.id]) if i.id in labels else "",
+                labels.get(i.id, ""),
+                i.choices,
+            )
+            for i in self.pool()
         ]
 
-    def _answers(self, model, tok, items: list[Item], budget: int, length: int) -> list[Answer]:
-        """The model's label-free answer to each item, by the rule a simulated run uses."""
-        from star.evaluate import end_if_prefix, label_free_answers
+    def learner(self) -> Learner:
+        """The shared active-learning step on this project's model and options; a project
+        measures uncertainty on the model's own answers (people give no gold to measure on)."""
+        from star.active.step import Learner
 
-        def spelled(choices: tuple[str, ...]) -> list[list[int]]:  # as training spells a label
-            ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
-            return end_if_prefix(ids, tok.eos_token_id)
-
-        return label_free_answers(
-            model,
-            tok,
-            self._encode(tok, [i.prompt for i in items], [""] * len(items)),
-            [(i.choices, spelled(i.choices)) if i.choices else None for i in items],
-            length,
-            self.settings.run.inference.eval_batch_size,
-            budget,
-        )
-
-    def _adapted(self, base, round: int | None):
-        """The base model with round `round`'s adapter (None: no adapter yet)."""
-        if round is None:
-            return None
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base, self.adapter_dir(round)).eval()
+        return Learner(self.settings.run, self.spec(), target="generated")
 
     def adapter_dir(self, round: int) -> Path:
         """Where round `round`'s PEFT adapter is saved."""
         return self.path / "rounds" / f"{round:03d}" / "adapter"
 
     def train(self) -> dict:
-        """A fresh adapter on every label so far (as the paper retrains each round), then
-        evaluation if the project has an eval file; the metrics line commits the round."""
-        run = self.settings.run
-        labels, pool = self.labels(), {i.id: i for i in self.pool()}
+        """A fresh adapter on every label so far, in pool order (the step a simulated run
+        takes), then evaluation if the project has an eval file and the stop set's answers;
+        the metrics line commits the round."""
+        from star.engine.evaluate import summarise
+        from star.engine.model import save_adapter
+
+        labels = self.labels()
         if not labels:
             raise EmptyPoolError(f"{self.path}: no labels yet: import some with `star label`")
         k = len(self.rounds())
-        base, tok, budget = self._load()
-        ids = sorted(labels)
-        items = [
-            Encoded(x.prompt_ids, x.target_ids + [tok.eos_token_id])
-            for x in self._encode(tok, [pool[i].prompt for i in ids], [labels[i] for i in ids])
-        ]
-        from star import model as models
-        from star.evaluate import summarise
-        from star.train import train_adapter
-
-        model = models.attach_lora(base, run.lora, derived_seed(run.seed, k, LORA))
-        loss = train_adapter(
-            model, items, tok.pad_token_id, run.train, derived_seed(run.seed, k, TRAIN)
-        )
-        save_adapter_to(model, self.adapter_dir(k))
-        row = {"round": k, "n_labeled": len(items), "train_loss": loss}
+        examples = self.examples()
+        labelled = [e for e in examples if e.id in labels]
+        learner = self.learner()
+        model, loss = learner.train(k, labelled)
+        save_adapter(model, self.adapter_dir(k))
+        row = {"round": k, "n_labeled": len(labelled), "train_loss": loss}
         evals = self.eval_items()
         if evals:
-            row |= summarise(self._evaluate(model, tok, evals, budget))
-        stop_rows = self._stop_predictions(model, tok, budget)
-        if stop_rows:
-            write_jsonl(self.adapter_dir(k).parent / "stop.jsonl", stop_rows)
+            row |= summarise(self._evaluate(learner, model, evals))
+        stop = set(self.stop_ids())
+        stop_examples = [e for e in examples if e.id in stop]
+        if stop_examples:
+            rows = learner.stop_rows(model, stop_examples, labelled)
+            write_jsonl(self.adapter_dir(k).parent / "stop.jsonl", rows)
         append_jsonl(self.path / "rounds.jsonl", [row])  # commits the round
         return row
 
-    def _evaluate(self, model, tok, evals: list[Item], budget: int) -> list[Prediction]:
-        from star.evaluate import Prediction
+    def _evaluate(self, learner: Learner, model, evals: list[Item]) -> list[Prediction]:
+        """The model's answer to each evaluation item against its answer, as text."""
+        from star.engine import model as models
+        from star.engine.evaluate import Prediction
 
-        answers = self._answers(model, tok, evals, budget, self.settings.max_new_tokens)
+        examples = [Example(i.id, i.prompt, "", i.answer or "", i.choices) for i in evals]
+        with models.merged(model, learner.merge):
+            answers = learner.answers(model, examples, self.settings.max_new_tokens)
         return [
             Prediction(
                 i.id,
@@ -439,130 +371,53 @@ class Project:
             for i, a in zip(evals, answers, strict=True)
         ]
 
-    def next(self, k: int, fmt: str = "jsonl", out: Path | None = None) -> tuple[Path, int, int]:
-        """Select up to k items to label and write them with the model's answers; returns
+    def next(
+        self, size: int, fmt: str = "jsonl", out: Path | None = None
+    ) -> tuple[Path, int, int]:
+        """Choose up to `size` items to label and write them with the model's answers; returns
         (file, how many, how many were left).
 
         Only what the strategy reads is computed (`random` runs no forward pass over the
         candidates), and the model answers only the chosen items unless the strategy needed
         every candidate's answer anyway.
         """
-        from star import model as models
-        from star.cache import signal_root
-        from star.signals import PoolSignals, base_cache, subsample
+        from star.engine import model as models
 
-        run, rounds = self.settings.run, self.rounds()
-        labels, pending = self.labels(), self.pending()
-        candidates = [i for i in self.pool() if i.id not in labels and i.id not in pending]
-        if not candidates:
+        rounds, labels, pending = self.rounds(), self.labels(), self.pending()
+        examples = self.examples()
+        unlabelled = [e for e in examples if e.id not in labels and e.id not in pending]
+        if not unlabelled:
             raise EmptyPoolError(
                 f"{self.path}: nothing left to select: every pool item is labelled or waiting "
                 f"in a batch ({len(pending)} waiting)"
             )
-        last = len(rounds) - 1 if rounds else None
-        seed_round = len(rounds)
-        subset = torch.Generator().manual_seed(derived_seed(run.seed, seed_round, SUBSAMPLE))
-        candidates = [
-            candidates[i]
-            for i in subsample(
-                len(candidates),
-                run.loop.max_candidates if STRATEGIES[run.strategy].reads_model else None,
-                subset,
-            )
-        ]
-        base, tok, budget = self._load()
         # labelled or waiting in a batch: a spreading selector counts both as covered
-        done = [i.prompt for i in self.pool() if i.id in labels or i.id in pending]
-        tuned = self._adapted(base, last)
-        model = tuned if tuned is not None else base
-        length = self.answer_length(tok)
-        said: dict[int, Answer] = {}  # the model's answers, by candidate position
-
-        def answer(m, positions: list[int], of_base: bool) -> list[list[int]]:
-            got = self._answers(m, tok, [candidates[i] for i in positions], budget, length)
-            if not of_base:
-                said.update(zip(positions, got, strict=True))
-            return [x.target_ids for x in self._encode(tok, [""] * len(got), [a.text for a in got])]
-
-        source = PoolSignals(
-            model,
-            self._encode(tok, [c.prompt for c in candidates], [""] * len(candidates)),
-            tok.pad_token_id,
-            self._signal_settings(tok, budget, seed_round, length, merge=tuned is not None),
-            answer,
-            lambda kind: base_cache(
-                signal_root(models.cache_dir()) if run.inference.signal_cache else None,
-                base,
-                next(base.parameters()).dtype,
-                self._signal_settings(tok, budget, seed_round, length),
-                kind,
-            ),
-            answer_keys=[
-                tok("\x1f".join(c.choices), add_special_tokens=False)["input_ids"]
-                if c.choices
-                else []
-                for c in candidates
-            ],
-            labeled=[x.prompt_ids for x in self._encode(tok, done, [""] * len(done))],
-        )
-        signals = source.signals(
-            max(0, seed_round - 1),
-            torch.Generator().manual_seed(derived_seed(run.seed, seed_round, SELECT)),
-            dynamic_w0=run.uncertainty.dynamic_w0,
-            dynamic_step=run.uncertainty.dynamic_step,
-            star_measure=run.uncertainty.star_measure,
-        )
-        chosen = STRATEGIES[run.strategy].choose(signals, [c.id for c in candidates], k)
-        position = {c.id: i for i, c in enumerate(candidates)}
-        todo = [position[s.id] for s in chosen if position[s.id] not in said]
+        covered = [e for e in examples if e.id in labels or e.id in pending]
+        last = len(rounds) - 1 if rounds else -1
+        learner = self.learner()
+        model = learner.load_adapter(self.adapter_dir(last)) if last >= 0 else learner.base
+        choice = learner.choose(model, last, unlabelled, covered, size)
+        by_id = {e.id: e for e in unlabelled}
+        answered = dict(choice.answered)
+        todo = [by_id[s.id] for s in choice.selected if s.id not in answered]
         if todo:
-            with models.merged(model, tuned is not None and self._merge()):
-                got = self._answers(model, tok, [candidates[i] for i in todo], budget, length)
-            said.update(zip(todo, got, strict=True))
+            length = learner.answer_length([e for e in covered if e.target])
+            with models.merged(model, last >= 0 and learner.merge):
+                said = learner.answers(model, todo, length)
+            answered.update((e.id, a) for e, a in zip(todo, said, strict=True))
         rows = [
-            ToLabel(s.id, candidates[i].prompt, candidates[i].choices, said[i].text, s.score)
-            for s, i in ((s, position[s.id]) for s in chosen)
+            ToLabel(s.id, by_id[s.id].prompt, by_id[s.id].choices, answered[s.id].text, s.score)
+            for s in choice.selected
         ]
+        after = last if last >= 0 else None
         number = len(self.batches())
         out = out or self.path / "exports" / f"batch-{number:03d}{SUFFIX[fmt]}"
-        atomic_write(out, render(rows, fmt, f"star-round-{last}"))
+        atomic_write(out, render(rows, fmt, f"star-round-{after}"))
         append_jsonl(
             self.path / "batches.jsonl",
-            [{"batch": number, "ids": [r.id for r in rows], "file": str(out), "after_round": last}],
+            [{"batch": number, "ids": [r.id for r in rows], "file": str(out), "after_round": after}],
         )
-        return out, len(rows), len(candidates)
-
-    def _merge(self) -> bool:
-        from star import model as models
-
-        return models.merge_pays(self.settings.run.inference.merge_lora, models.device())
-
-    def _signal_settings(
-        self, tok, budget: int, seed_round: int, length: int, merge: bool = False
-    ) -> SignalSettings:
-        u = self.settings.run.uncertainty
-        from star import model as models
-        from star.signals import SignalSettings
-
-        return SignalSettings.of(
-            u,
-            target="generated",  # people have no gold answers
-            batch_tokens=budget,
-            mc_seed=derived_seed(self.settings.run.seed, seed_round, MC),
-            merge=merge and self._merge(),
-            answer_kind=f"project:{length}",
-            start_id=models.start_id(tok),
-        )
-
-    def answer_length(self, tok) -> int:
-        """New tokens to generate for a free answer (`generate.answer_length`)."""
-        values = set(self.labels().values())
-        longest = max(
-            (len(tok(v, add_special_tokens=False)["input_ids"]) for v in values), default=None
-        )
-        from star.generate import answer_length
-
-        return answer_length(longest, self.settings.max_new_tokens)
+        return out, len(rows), choice.candidates
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         """Copy round `round`'s adapter (default: the last) to the new folder `out`, loadable with
@@ -575,14 +430,8 @@ class Project:
             raise StarError(f"{self.path}: no round {k} (rounds 0–{len(rounds) - 1})")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise StarError(f"{out} exists and is not empty")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            shutil.copytree(self.adapter_dir(k), tmp, dirs_exist_ok=True)
-            if out.exists():
-                out.rmdir()
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        source = self.adapter_dir(k)
+        write_folder(out, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True), False)
         return out
 
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from star.data import Encoded, collate, token_budget_batches
+from star.engine.batching import Encoded, collate, token_budget_batches
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from star import distributed
 from star.config import TrainConfig
-from star.data import IGNORE, Batch, Encoded, collate, length_grouped_batches
-from star.scoring import answer_hidden, causal_lm
-from star.state import crash_point
+from star.crash import crash_point
+from star.engine import distributed
+from star.engine.batching import IGNORE, Batch, Encoded, collate, length_grouped_batches
+from star.engine.scoring import answer_hidden, causal_lm
 
 
 def optimizer_groups(model, b_decay: float) -> list[dict]:

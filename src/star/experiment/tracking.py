@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from star import config as cfg
-from star import distributed
+from star.engine import distributed
 from star.errors import ConfigError
 
 KINDS = ("none", "tensorboard", "wandb", "mlflow")

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from star import selection
 from star.config import RunConfig, with_defaults
 from star.errors import ConfigError, EmptyPoolError
-from star.uncertainty import (
+from star.method import selection
+from star.method.uncertainty import (
     SequenceScores,
     dynamic_mix,
     dynamic_mix_authors,

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-from star import distributed
-from star import model as models
-from star.cache import SignalCache, namespace, weights_fingerprint
 from star.config import UncertaintyConfig
-from star.data import Encoded
-from star.scoring import causal_lm, embed, score
-from star.strategies import Signals
-from star.uncertainty import SequenceScores
+from star.engine import distributed
+from star.engine import model as models
+from star.engine.batching import Encoded
+from star.engine.cache import SignalCache, namespace, weights_fingerprint
+from star.engine.scoring import causal_lm, embed, score
+from star.method.strategies import Signals
+from star.method.uncertainty import SequenceScores
 
 # answer(model, positions, base): the model's answers (token ids) to the candidates at these
 # positions; `base` is True when the adapter is switched off for them

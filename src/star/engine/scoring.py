@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from star.data import IGNORE, Batch, Encoded, collate, token_budget_batches
-from star.state import crash_point
-from star.uncertainty import (
+from star.crash import crash_point
+from star.engine.batching import IGNORE, Batch, Encoded, collate, token_budget_batches
+from star.method.uncertainty import (
     SequenceScores,
     flatten_masked,
     reduce_by_row,

@@ -16,126 +16,26 @@ ignored. Nothing is derived from file or directory names.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from star import config as cfg
-from star import distributed
-from star.data import read_jsonl
-from star.errors import ConfigError, RunDirError, StarError
-
-LOCK = ".lock"  # held (flock) by the star process working in a run directory
-
-
-_HITS: dict[str, int] = {}
-
-
-def crash_point(name: str) -> None:
-    """Crash-test hook: with STAR_CRASH_AT=name:n, the n-th time this point is reached the
-    process touches $STAR_CRASH_FLAG and waits there to be killed. A no-op otherwise."""
-    want = os.environ.get("STAR_CRASH_AT")
-    if not want or want.rpartition(":")[0] != name:
-        return
-    _HITS[name] = _HITS.get(name, 0) + 1
-    if _HITS[name] == int(want.rpartition(":")[2]):
-        Path(os.environ["STAR_CRASH_FLAG"]).write_text(name)
-        time.sleep(3600)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point(f"write {path.name}")  # the new text is on disk, not yet in place
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_tree(path: Path) -> dict:
-    """The raw mapping of a YAML config file, checked against this version's options."""
-    tree = read_yaml(path)
-    cfg.from_dict(tree, str(path))  # report bad keys and values against this file
-    return tree
-
-
-def read_yaml(path: Path) -> dict:
-    """The raw mapping of a YAML file; syntax errors name the file and line."""
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of options")
-    return tree
+from star.engine import distributed
+from star.errors import RunDirError, StarError
+from star.engine.model import save_adapter
+from star.files import LOCK, atomic_write, lock_dir, write_jsonl
+from star.tasks.reading import read_jsonl
 
 
 def read_config(path: Path) -> cfg.RunConfig:
     """A saved config as a run uses it: a file from before an option existed gets what that
     version did (its strategy's defaults), so an old run still resumes."""
-    from star.strategies import configure
+    from star.method.strategies import configure
 
-    return configure(cfg.from_dict(read_tree(path), str(path)))
-
-
-def lock_dir(path: Path) -> int:
-    """flock `path/.lock` for this process (the OS drops it if the process dies); a second
-    star process is refused, naming the holder's pid. Returns the fd to close."""
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise RunDirError(
-            f"{path} is in use by another star process (pid {holder}); wait for it "
-            "to finish or stop it"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def save_adapter_to(model, target: Path) -> None:
-    """PEFT `save_pretrained` into a temp folder, then rename into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return configure(cfg.from_dict(cfg.read_tree(path), str(path)))
 
 
 class RunDir:
@@ -220,8 +120,8 @@ class RunDir:
     def labeled_path(self) -> Path:
         return self.path / "labeled.jsonl"
 
-    def round_dir(self, k: int) -> Path:
-        return self.path / "rounds" / f"{k:03d}"
+    def round_dir(self, round: int) -> Path:
+        return self.path / "rounds" / f"{round:03d}"
 
     def metrics(self) -> list[dict]:
         """Finished rounds, checked to be 0, 1, 2, … in order."""
@@ -254,6 +154,6 @@ class RunDir:
     def write_metrics(self, rows: list[dict]) -> None:
         self.write_rows(self.metrics_path, rows)
 
-    def save_adapter(self, model, k: int) -> None:
+    def save_adapter(self, model, round: int) -> None:
         if self.writer:
-            save_adapter_to(model, self.round_dir(k) / "adapter")
+            save_adapter(model, self.round_dir(round) / "adapter")

@@ -1,0 +1,1 @@
+"""The active-learning step that simulated runs and labelling projects share (`step.Learner`)."""
