@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from star.report import find_runs
+from star.experiment.report import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [
@@ -140,11 +140,11 @@ def mc_pass_cost(out: Path, smoke: bool) -> dict[str, float]:
         return json.loads(stamp.read_text())
     import torch
 
-    from star import model as models
     from star.config import LoraConfig, ModelConfig
-    from star.data import encode
-    from star.scoring import score
-    from star.tasks import load_split
+    from star.engine import model as models
+    from star.engine.batching import encode
+    from star.engine.scoring import score
+    from star.tasks.registry import load_split
 
     torch.set_num_threads(1)
     base, tok = models.load(ModelConfig(name="tiny-random" if smoke else "smollm2-135m"))

@@ -28,13 +28,14 @@ import torch.nn.functional as F
 
 os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
 
-from star import model as models  # noqa: E402
 from star.config import LoraConfig, ModelConfig, TrainConfig  # noqa: E402
-from star.data import Encoded, collate, encode  # noqa: E402
-from star.generate import generate  # noqa: E402
-from star.scoring import causal_lm, score  # noqa: E402
-from star.tasks import load_split, sample  # noqa: E402
-from star.train import answer_loss, optimizer_groups  # noqa: E402
+from star.engine import model as models  # noqa: E402
+from star.engine.batching import Encoded, collate, encode  # noqa: E402
+from star.engine.generate import generate  # noqa: E402
+from star.engine.scoring import causal_lm, score  # noqa: E402
+from star.engine.train import answer_loss, optimizer_groups  # noqa: E402
+from star.tasks.registry import load_split  # noqa: E402
+from star.tasks.resolve import sample  # noqa: E402
 
 MAX_PROMPT, MAX_TARGET = 128, 256  # star's defaults (data.max_prompt_tokens / max_target_tokens)
 
@@ -254,7 +255,7 @@ def memory(model, tok, obqa, gsm8k, budgets: list[int]) -> None:
 def training(model, tok, items, flops, ceiling, steps: int) -> float:
     """LoRA steps at batch 8: star's loss (vocabulary only at answer positions) against the
     plain padded loss, same adapter init, same batches, same dropout draws."""
-    from star.data import length_grouped_batches
+    from star.engine.batching import length_grouped_batches
 
     eos = [tok.eos_token_id]
     items = [Encoded(x.prompt_ids, x.target_ids + eos) for x in items]

@@ -24,10 +24,10 @@ import torch
 import yaml
 
 from star import config as cfg
-from star import loop
-from star.signals import PoolSignals
-from star.strategies import configure
-from star.uncertainty import instruction_difficulty
+from star.engine.signals import PoolSignals
+from star.experiment import loop
+from star.method.strategies import configure
+from star.method.uncertainty import instruction_difficulty
 
 sys.path.insert(0, str(Path(__file__).parent))
 from breakdown import groups  # noqa: E402

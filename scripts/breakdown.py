@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from star.tasks import data_file
+from star.tasks.registry import data_file
 
 
 def groups(task: str) -> dict[str, str]:

@@ -22,12 +22,13 @@ import sys
 
 import torch
 
-from star import model as models
 from star.config import ModelConfig
-from star.data import Encoded, collate, encode, token_budget_batches
-from star.scoring import causal_lm
-from star.selection import cluster_stratified, unit_rows
-from star.tasks import load_split, sample
+from star.engine import model as models
+from star.engine.batching import Encoded, collate, encode, token_budget_batches
+from star.engine.scoring import causal_lm
+from star.method.selection import cluster_stratified, unit_rows
+from star.tasks.registry import load_split
+from star.tasks.resolve import sample
 
 MID = 15  # of SmolLM2-135M's 30 layers
 

@@ -11,7 +11,7 @@ any other run (e.g. the sweep's own random run) is training seed 0.
 import sys
 from pathlib import Path
 
-from star.report import find_runs
+from star.experiment.report import find_runs
 
 
 def main(roots: list[Path]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from star.config import from_dict
-from star.tasks import resolve
+from star.tasks.resolve import resolve
 
 
 def rows(path: Path) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from star.report import detectable
+from star.experiment.report import detectable
 
 
 def correct(run: Path) -> tuple[list[int], torch.Tensor]:

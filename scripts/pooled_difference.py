@@ -20,7 +20,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from star.report import RunResult, detectable_difference, paired_interval, pooled_interval
+from star.experiment.report import (
+    RunResult,
+    detectable_difference,
+    paired_interval,
+    pooled_interval,
+)
 
 
 def read_aulc(report: Path) -> dict[str, dict[int, float]]:

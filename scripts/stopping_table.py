@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from star.stopping import RoundPredictions, decide, from_rows
+from star.method.stopping import RoundPredictions, decide, from_rows
 
 RULES = ("kappa", "uncertainty")
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from star import loop, streams
+from star import seeds as streams
 from star.cli import main
+from star.experiment import loop
 
 
 def run(config: str, seed: int, out: Path, offset: int, extra: list[str]) -> list[float]:

@@ -18,7 +18,8 @@ SETTINGS = {
     "loop.schedule": [4, 8, 12],
     "lora.r": 4,
     "train.epochs": 1,
-    "train.batch_size": 4,
+    "train.batch_size": 2,
+    "train.lr": 1e-2,  # training moves the scores: a project that trained otherwise would show
     "uncertainty.target": "generated",  # a project has no gold answers to measure on
 }
 
@@ -37,9 +38,10 @@ def run_picks(out) -> list[list[str]]:
     "strategy",
     [
         {"strategy": "pe-kmeanspp"},  # spreading; round 0 chosen by the strategy on the base
+        {"strategy": "pe"},  # the tuned model's uncertainty, top-k; round 0 random
         {"strategy": "star", "loop.max_candidates": 24},  # MC dropout, base model, subsampled
     ],
-    ids=["pe-kmeanspp", "star"],
+    ids=["pe-kmeanspp", "pe", "star"],
 )
 def test_a_project_fed_gold_labels_picks_what_the_run_picks(tmp_path, strategy):
     config = star.make_config({**SETTINGS, **strategy})

@@ -112,6 +112,7 @@ class Project:
         from star.engine import model as models
 
         models.check_causal_lm(settings.run.model.name)
+
         def fill(folder: Path) -> None:
             atomic_write(
                 folder / "project.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False)
@@ -371,9 +372,7 @@ class Project:
             for i, a in zip(evals, answers, strict=True)
         ]
 
-    def next(
-        self, size: int, fmt: str = "jsonl", out: Path | None = None
-    ) -> tuple[Path, int, int]:
+    def next(self, size: int, fmt: str = "jsonl", out: Path | None = None) -> tuple[Path, int, int]:
         """Choose up to `size` items to label and write them with the model's answers; returns
         (file, how many, how many were left).
 
@@ -415,7 +414,14 @@ class Project:
         atomic_write(out, render(rows, fmt, f"star-round-{after}"))
         append_jsonl(
             self.path / "batches.jsonl",
-            [{"batch": number, "ids": [r.id for r in rows], "file": str(out), "after_round": after}],
+            [
+                {
+                    "batch": number,
+                    "ids": [r.id for r in rows],
+                    "file": str(out),
+                    "after_round": after,
+                }
+            ],
         )
         return out, len(rows), choice.candidates
 
