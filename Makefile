@@ -41,9 +41,11 @@ $(VENV)/.star-ls-installed: $(STAMP)
 test-integration: $(LS_STAMP) $(VENV)/.star-ls-installed
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/python -m pytest -m integration -n 0 tests/integration
 
+# ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter])
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 # speed against a naive scorer and the FLOP ceiling, in one process (docs/performance.md)
 bench: install

@@ -54,8 +54,7 @@ def test_a_project_fed_gold_labels_picks_what_the_run_picks(tmp_path, strategy):
     pool_file = tmp_path / "pool.jsonl"
     pool_file.write_text(
         "".join(
-            json.dumps({"id": e.id, "prompt": e.prompt, "choices": list(task.spec.labels)})
-            + "\n"
+            json.dumps({"id": e.id, "prompt": e.prompt, "choices": list(task.spec.labels)}) + "\n"
             for e in pool
         )
     )
@@ -63,7 +62,7 @@ def test_a_project_fed_gold_labels_picks_what_the_run_picks(tmp_path, strategy):
     sizes = config.loop.sizes()
     got = []
     with star.open_project(tmp_path / "project") as project:
-        for k, want in enumerate([sizes[0]] + [b - a for a, b in zip(sizes, sizes[1:])]):
+        for k, want in enumerate([sizes[0]] + [b - a for a, b in zip(sizes, sizes[1:], strict=False)]):
             batch, _, _ = project.next(want, out=tmp_path / f"batch{k}.jsonl")
             ids = [json.loads(x)["id"] for x in batch.read_text().splitlines()]
             got.append(ids)

@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-__version__ = "0.3.0"  # 0.3: task files, text-classification tasks, eval_mode; 0.2: projects
+from star.version import __version__ as __version__  # noqa: E402  (after the environment)
 
 # The public API (star.api, docs/api.md), imported on first use so `star --help` stays quick.
 _API = (

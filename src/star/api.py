@@ -32,6 +32,7 @@ from star.method.strategies import register as register
 from star.method.uncertainty import SequenceScores as SequenceScores
 from star.tasks.reading import Fields as Fields
 from star.tasks.reading import read_jsonl
+from star.tasks.registry import check_task
 
 __all__ = list(_API)  # the names `star` re-exports (star/__init__.py)
 
@@ -46,7 +47,9 @@ def make_config(
     (one line) on an unknown key or a bad value.
     """
     base = read_tree(Path(file)) if file is not None else None
-    return configure(cfg.build(dict(options or {}), base))
+    config = configure(cfg.build(dict(options or {}), base))
+    check_task(config.task)
+    return config
 
 
 def run(

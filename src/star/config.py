@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from star import __version__
 from star.errors import ConfigError
 from star.files import read_yaml
+from star.version import __version__
 
 
 def _opt(
@@ -329,6 +329,8 @@ def with_defaults(config: RunConfig, defaults: Mapping[str, Any]) -> RunConfig:
     unknown = sorted(set(defaults) - set(STRATEGY_SET))
     if unknown:
         raise ValueError(f"a strategy cannot set {', '.join(unknown)}")
+    if all(get_path(config, path) is not None for path in STRATEGY_SET):
+        return config  # already explicit (a saved config, or one configured before)
     tree = config.to_dict()
     for path, fallback in STRATEGY_SET.items():
         if get_path(config, path) is None:

@@ -24,8 +24,8 @@ import yaml
 
 from star import config as cfg
 from star.engine import distributed
-from star.errors import RunDirError, StarError
 from star.engine.model import save_adapter
+from star.errors import RunDirError, StarError
 from star.files import LOCK, atomic_write, lock_dir, write_jsonl
 from star.tasks.reading import read_jsonl
 

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from star import __version__
 from star import config as cfg
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.files import atomic_write, lock_dir, write_folder, write_jsonl
@@ -42,6 +41,7 @@ from star.seeds import stop_set
 from star.tasks.extract import normalised_text
 from star.tasks.reading import Fields, Item, read_items
 from star.tasks.spec import Example, TaskSpec, user_spec
+from star.version import __version__
 
 if TYPE_CHECKING:  # the engine is imported when a command needs it: status stays quick
     from star.active.step import Learner

@@ -1,0 +1,214 @@
+"""The labelling-project commands: init, next, label, push, pull, train, status,
+export-adapter."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from star.cli.options import add_config_options, given
+from star.errors import ConfigError
+
+FIELD_NAMES = ("id", "prompt", "answer", "choices")  # columns of a user's file
+
+
+def add_commands(sub) -> None:
+    """Labelling your own data: init, next, label, train, status, export-adapter."""
+    """Labelling your own data: init, next, label, train, status, export-adapter."""
+    init = sub.add_parser(
+        "init",
+        help="start a labelling project on your own pool (JSONL or CSV)",
+        description="Copies and checks the pool (and optional seed labels and eval file) into "
+        "a new project directory. Items with `choices` are multiple choice.",
+    )
+    init.add_argument("dir", type=Path, help="new project directory")
+    init.add_argument("--pool", type=Path, required=True, help="unlabelled items, .jsonl or .csv")
+    init.add_argument("--seed-labels", type=Path, help="already labelled items (need an answer)")
+    init.add_argument("--eval", type=Path, help="evaluation items with answers")
+    for name in FIELD_NAMES:
+        init.add_argument(f"--{name}-field", default=name, help=f"column of the {name}")
+    init.add_argument("--max-new-tokens", type=int, default=64, help="answer length to generate")
+    init.add_argument("--config", type=Path, help="YAML file of run options")
+    add_config_options(init, skip=tuple(f"data.{n}_field" for n in FIELD_NAMES))
+
+    nxt = sub.add_parser("next", help="select the next items to label and write them to a file")
+    nxt.add_argument("dir", type=Path)
+    nxt.add_argument("--k", type=int, required=True, help="how many items")
+    nxt.add_argument("--format", choices=("jsonl", "csv", "label-studio"), default="jsonl")
+    nxt.add_argument("--out", type=Path, help="file to write (default: DIR/exports/batch-NNN.*)")
+
+    label = sub.add_parser("label", help="import labels from a filled-in batch file")
+    label.add_argument("dir", type=Path)
+    label.add_argument(
+        "file",
+        type=Path,
+        help=".jsonl/.csv with id and label, or Label Studio's JSON export (.json)",
+    )
+    label.add_argument("--relabel", action="store_true", help="replace labels that differ")
+    label.add_argument(
+        "--allow-unexported",
+        action="store_true",
+        help="accept labels for items `star next` never exported",
+    )
+
+    push = sub.add_parser("push", help="send a batch to a running Label Studio (SDK)")
+    push.add_argument("dir", type=Path)
+    push.add_argument("--batch", type=int, help="batch number (default: the last)")
+    pull = sub.add_parser("pull", help="import the annotations made in Label Studio (SDK)")
+    pull.add_argument("dir", type=Path)
+    pull.add_argument("--relabel", action="store_true", help="replace labels that differ")
+    for p in (push, pull):
+        p.add_argument("--ls-url", help="Label Studio URL (default: $LABEL_STUDIO_URL)")
+        p.add_argument("--ls-api-key", help="API token (default: $LABEL_STUDIO_API_KEY)")
+        p.add_argument(
+            "--ls-timeout",
+            type=float,
+            help="seconds to wait for each answer of the server (default: "
+            "$LABEL_STUDIO_TIMEOUT, else 30); 5xx answers are retried twice first",
+        )
+        p.add_argument(
+            "--ls-project",
+            type=int,
+            help="Label Studio project id (default: the one star created on the first push)",
+        )
+
+    train = sub.add_parser("train", help="train a fresh adapter on all labels, then evaluate")
+    train.add_argument("dir", type=Path)
+    status = sub.add_parser("status", help="counts, rounds and metrics of a project")
+    status.add_argument("dir", type=Path)
+    export = sub.add_parser("export-adapter", help="copy a round's PEFT adapter out")
+    export.add_argument("dir", type=Path)
+    export.add_argument("out", type=Path, help="new folder for PeftModel.from_pretrained")
+    export.add_argument("--round", type=int, help="default: the last round")
+    handlers = {
+        init: _init,
+        nxt: _next,
+        label: _label,
+        push: _push,
+        pull: _pull,
+        train: _train,
+        status: _status,
+        export: _export_adapter,
+    }
+    for parser, handler in handlers.items():
+        parser.set_defaults(handler=handler)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from star import api
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    fields = api.Fields(args.id_field, args.prompt_field, args.answer_field, args.choices_field)
+    config = api.make_config(given(args), args.config)
+    api.init_project(
+        args.dir, args.pool, config, args.seed_labels, args.eval, fields, args.max_new_tokens
+    )
+    with api.open_project(args.dir) as project:
+        _print_status(project.status())
+    return 0
+
+
+def _next(args: argparse.Namespace) -> int:
+    from star import api
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, got {args.k}")
+    with api.open_project(args.dir) as project:
+        out, n, left = project.next(args.k, args.format, args.out)
+    if n < args.k:
+        print(f"only {left} unlabelled item(s) were left; all of them are in this batch")
+    print(f"wrote {n} item(s) to label to {out}")
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from star.labelling.project import Project
+
+    with Project.open(args.dir) as project:
+        counts = project.import_labels(args.file, args.relabel, args.allow_unexported)
+        print(
+            f"imported {counts['imported']} label(s), {counts['unchanged']} already recorded; "
+            f"{len(project.labels())} labelled in all"
+        )
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from star.labelling.labelstudio import Server, push
+    from star.labelling.project import Project
+
+    server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
+    with Project.open(args.dir) as project:
+        batch = project.batch(args.batch)
+        if not batch["file"].endswith(".json"):
+            raise ConfigError(
+                f"batch {batch['batch']} was written as {batch['file']}; push needs one written "
+                "with `star next --format label-studio`"
+            )
+        linked = args.ls_project or project.label_studio_project(server.url)
+        pid = push(server, Path(batch["file"]), linked, f"star: {project.path.name}")
+        project.link_label_studio(server.url, pid)
+    print(
+        f"pushed batch {batch['batch']} ({len(batch['ids'])} tasks) to {server.url}/projects/{pid}"
+    )
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from star.labelling.labelstudio import Server, pull
+    from star.labelling.project import Project
+
+    server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
+    with Project.open(args.dir) as project:
+        pid = args.ls_project or project.label_studio_project(server.url)
+        if pid is None:
+            raise ConfigError("no Label Studio project: push a batch first or pass --ls-project")
+        saved = pull(server, pid, project.path / "imports" / f"label-studio-{pid}.json")
+        counts = project.import_labels(saved, args.relabel)
+        print(
+            f"pulled {saved}: imported {counts['imported']} label(s), {counts['unchanged']} "
+            f"already recorded; {len(project.labels())} labelled in all"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from star import api
+
+    with api.open_project(args.dir) as project:
+        _print_project_round(project.train())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from star.labelling.project import Project
+
+    with Project.open(args.dir) as project:
+        _print_status(project.status())
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    print(
+        f"pool {status['pool']}: {status['labelled']} labelled, {status['waiting']} waiting "
+        f"for labels in {status['batches']} batch(es), {status['unlabelled']} unlabelled"
+    )
+    for row in status["rounds"]:
+        _print_project_round(row)
+    for line in status["stop"]:
+        print(line)
+
+
+def _print_project_round(row: dict) -> None:
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
+    print(f"round {row['round']}: {row['n_labeled']} labels; {metrics}")
+
+
+def _export_adapter(args: argparse.Namespace) -> int:
+    from star.labelling.project import Project
+
+    with Project.open(args.dir) as project:
+        out = project.export_adapter(args.out, args.round)
+    print(f"adapter written to {out} (load with PeftModel.from_pretrained(base, '{out}'))")
+    return 0
