@@ -48,7 +48,7 @@ with tempfile.TemporaryDirectory() as tmp:
         eval_file=REVIEWS / "eval.jsonl",
     )
     with star.open_project(work / "reviews") as project:
-        batch, n, _ = project.next(k=4)
+        batch, n, _ = project.next(size=4)
         asked = [json.loads(line) for line in batch.read_text().splitlines()]
         # a person fills in `label`; here an annotator that agrees with the model stands in
         filled = work / "filled.jsonl"

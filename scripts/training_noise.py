@@ -21,26 +21,26 @@ from pathlib import Path
 
 import torch
 
-from star import seeds as streams
+from star import seeds
 from star.cli import main
-from star.experiment import loop
+from star.active import step
 
 
 def run(config: str, seed: int, out: Path, offset: int, extra: list[str]) -> list[float]:
-    plain = streams.derived_seed
+    plain = seeds.derived_seed
 
     def shifted(s: int, k: int, stream: int) -> int:
-        moved = stream in (streams.TRAIN, streams.LORA)
+        moved = stream in (seeds.TRAIN, seeds.LORA)
         return plain(s + 1000 * offset if moved else s, k, stream)
 
-    loop.derived_seed = shifted  # the loop's own name for it
+    step.derived_seed = shifted  # the step's own name for it
     try:
         path = out / f"offset{offset}"
         args = ["run", "--config", config, "--strategy", "random", "--seed", str(seed)]
         if main([*args, *extra, "--out", str(path), "--quiet"]) != 0:
             raise SystemExit(f"{path}: the run failed")
     finally:
-        loop.derived_seed = plain
+        step.derived_seed = plain
     lines = (path / "metrics.jsonl").read_text().splitlines()
     return [json.loads(x)["accuracy"] for x in lines]
 

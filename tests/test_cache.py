@@ -110,7 +110,7 @@ def test_a_damaged_file_is_recomputed_never_trusted(tmp_path, caplog, damage):
         recomputed.extend(missing)
         return {name: c[missing] + 100 for name, c in columns(3).items()}
 
-    with caplog.at_level(logging.WARNING, logger="star.cache"):
+    with caplog.at_level(logging.WARNING, logger="star.engine.cache"):
         rows = SignalCache(tmp_path, "ns").fetch(["a", "b", "c"], compute)
     assert recomputed == [0, 1, 2]
     assert [float(r["pe"]) for r in rows] == [100.0, 101.0, 102.0]

@@ -99,7 +99,7 @@ def test_acceptance_command(tmp_path):
 
 
 def test_sweep_runs_one_single_thread_run_per_core_costliest_first(monkeypatch, tmp_path, capsys):
-    import star.sweep
+    import star.experiment.sweep
 
     seen = {}
 
@@ -107,7 +107,7 @@ def test_sweep_runs_one_single_thread_run_per_core_costliest_first(monkeypatch, 
         seen.update(pairs=[(p.strategy, p.seed) for p in pairs], jobs=jobs, threads=threads)
         return {p: 0 for p in pairs}
 
-    monkeypatch.setattr(star.sweep, "sweep", fake)
+    monkeypatch.setattr(star.experiment.sweep, "sweep", fake)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     args = ["sweep", "--strategies", "random,pe,star", "--seeds", "0,1", "--out", str(tmp_path)]
     assert main([*args, "--model", "tiny-random"]) == 0

@@ -8,14 +8,15 @@ import yaml
 
 from star import __version__
 from star import config as cfg
+from star.api import make_config
 from star.cli import build_parser, resolve_config
 from star.errors import ConfigError
 from star.method.strategies import configure
 
 
 def build(overrides):
-    """A config as every command resolves it: built, then its strategy's defaults."""
-    return configure(cfg.build(overrides))
+    """A config as every command resolves it: built, its strategy's defaults, its task checked."""
+    return make_config(overrides)
 
 
 def test_defaults_are_the_papers():
@@ -53,14 +54,8 @@ def test_strategy_defaults_resolve_unset_options():
 
 
 def test_config_knows_no_strategies():
-    """The method sits above the settings: config neither imports nor names strategies."""
-    import subprocess
-    import sys
-
-    code = "import sys, star.config; print('star.strategies' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == (
-        "False\n"
-    )
+    """The method sits above the settings: config names no strategy (test_architecture: nor
+    does it import one)."""
     with pytest.raises(ValueError, match="cannot set train.lr"):
         cfg.with_defaults(cfg.RunConfig(), {"train.lr": 1.0})
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from star import config as cfg
-from star import seeds as streams
+from star import seeds
 from star.errors import BadInputError, ConfigError, RunDirError
 from star.experiment import loop
 from star.experiment.rundir import RunDir
@@ -155,14 +155,14 @@ def test_budget_larger_than_pool_is_refused(tmp_path):
 
 
 def test_star_writes_ece_and_scores_the_base_model_once(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="star.cache"):
+    with caplog.at_level(logging.INFO, logger="star.engine.cache"):
         metrics = loop.run(small(strategy="star", **{"loop.rounds": 2}), tmp_path / "run")
     assert len(metrics) == 2 and all(0.0 <= m["ece"] <= 1.0 for m in metrics)
     computed = [r.getMessage() for r in caplog.records if "entries computed" in r.getMessage()]
     assert computed == ["signal cache: 56 of 56 entries computed"]  # 64 in the pool, 8 labelled
     assert len(list((tmp_path / "signal-cache").glob("*/*.safetensors"))) == 1
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="star.cache"):  # another strategy, same pool
+    with caplog.at_level(logging.INFO, logger="star.engine.cache"):  # another strategy, same pool
         loop.run(small(strategy="pe-dynamic", **{"loop.rounds": 2}), tmp_path / "other")
     assert not [r for r in caplog.records if "entries computed" in r.getMessage()]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -194,11 +194,13 @@ def test_a_spreading_strategy_chooses_round_0_and_resumes_to_the_same_picks(tmp_
     assert config.loop.init_by == "strategy" and config.uncertainty.target == "gold"
     run = loop.Run(config, tmp_path / "run")
     try:
-        pool = [run.gold[e.id].prompt_ids for e in run.splits.pool]
-        x = embed(run.base, pool, run.pad_id, run.batch_tokens)
-        g = torch.Generator().manual_seed(streams.derived_seed(0, 0, streams.INIT_SELECT))
+        learner = run.learner
+        pool = [x.prompt_ids for x in learner.encode(run.splits.pool)]
+        x = embed(learner.base, pool, learner.tokenizer.pad_token_id, learner.batch_tokens)
+        g = torch.Generator().manual_seed(seeds.derived_seed(0, 0, seeds.INIT_SELECT))
         picks = cluster_stratified(x, torch.zeros(0, x.shape[1]), torch.zeros(len(pool)), 8, g)
-        assert sorted(run.initial_labels()) == sorted(run.splits.pool[i].id for i in picks)
+        chosen = run.choose(learner.base, -1, {}, config.loop.init_size)
+        assert [s.id for s in chosen] == [run.splits.pool[i].id for i in picks]
     finally:
         run.dir.close()
     metrics = loop.run(config, tmp_path / "run")
@@ -257,21 +259,21 @@ def test_label_free_answers_are_the_most_likely_option_as_evaluation_reads_it(tm
 
     run = loop.Run(small(strategy="pe", **{"uncertainty.target": "generated"}), tmp_path / "r")
     try:
-        examples = run.splits.pool[:12]
-        length, kind = run.answer_settings(examples, {})
-        assert (length, kind) == (run.spec.max_new_tokens, "options")
+        learner, examples = run.learner, run.splits.pool[:12]
+        assert learner.answer_length([]) == run.spec.max_new_tokens
         predicted = evaluate_options(
-            run.base,
-            run.tokenizer,
+            learner.base,
+            learner.tokenizer,
             run.spec,
             examples,
-            [run.gold[e.id] for e in examples],
-            run.batch_tokens,
+            learner.encode(examples),
+            learner.batch_tokens,
         )
-        spelled = option_ids(run.tokenizer, run.spec, run.spec.labels)
+        spelled = option_ids(learner.tokenizer, run.spec, run.spec.labels)
         expected = [spelled[run.spec.labels.index(p.predicted)] for p in predicted]
-        assert run.answer(run.base, examples, length) == expected
-        assert run.answer_settings(examples, {examples[0].id: 0})[0] == 2  # 1 token + 1 + 0
+        answers = learner.answers(learner.base, examples, run.spec.max_new_tokens)
+        assert [a.token_ids for a in answers] == expected
+        assert learner.answer_length(examples[:1]) == 2  # 1 token + 1 + 0
     finally:
         run.dir.close()
 

@@ -323,6 +323,7 @@ def test_random_next_answers_only_the_chosen_and_scores_nothing(tmp_path, monkey
     """A new user's first `star next` with random: no forward pass over the candidates, and
     the model's answers (for the batch file) for the k chosen items only, before and after a
     trained round."""
+    from star.active.step import Learner
     from star.engine import signals
 
     path = tmp_path / "proj"
@@ -330,13 +331,13 @@ def test_random_next_answers_only_the_chosen_and_scores_nothing(tmp_path, monkey
     assert star("init", path, "--pool", pool, "--strategy", "random", *FAST) == 0
     monkeypatch.setattr(signals, "score", lambda *a, **k: pytest.fail("a candidate was scored"))
     answered = []
-    real = Project._answers
+    real = Learner.answers
 
-    def counting(self, model, tok, items, budget, length):
-        answered.append(len(items))
-        return real(self, model, tok, items, budget, length)
+    def counting(self, model, examples, length):
+        answered.append(len(examples))
+        return real(self, model, examples, length)
 
-    monkeypatch.setattr(Project, "_answers", counting)
+    monkeypatch.setattr(Learner, "answers", counting)
     assert star("next", path, "--k", 3, "--out", tmp_path / "b0.jsonl") == 0
     assert answered == [3]
     filled = fill(tmp_path / "b0.jsonl", tmp_path / "l0.jsonl", GOLD)
@@ -360,7 +361,7 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
     from star.engine import signals
     from star.engine.scoring import embed
     from star.method.selection import cluster_stratified
-    from star.seeds import SELECT, derived_seed
+    from star.seeds import INIT_SELECT, derived_seed
 
     path = tmp_path / "proj"
     assert (
@@ -383,7 +384,8 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
         ids = tok([i.prompt for i in items], add_special_tokens=False)["input_ids"]
         return embed(base, [x[-128:] for x in ids], tok.pad_token_id, 4096)
 
-    g = torch.Generator().manual_seed(derived_seed(seed, 0, SELECT))
+    # no round trained yet: the strategy's own choice before training (round 0's streams)
+    g = torch.Generator().manual_seed(derived_seed(seed, 0, INIT_SELECT))
     done = [i for i in pool if i.id in labels]
     picks = cluster_stratified(
         vectors(candidates), vectors(done), torch.zeros(len(candidates)), 2, g
@@ -392,51 +394,51 @@ def test_typical_next_spreads_over_uncovered_clusters_and_scores_nothing(tmp_pat
 
 
 def test_answers_are_as_long_as_short_labels_need(tmp_path):
-    from star.config import ModelConfig
-    from star.engine import model as models
+    """A free answer gets the longest label's tokens (as training spells it) and half again,
+    at most --max-new-tokens."""
+
+    def length(path) -> int:
+        with Project.open(path) as p:
+            learner = p.learner()
+            return learner.answer_length([e for e in p.examples() if e.target])
 
     pool = tmp_path / "pool.csv"
     pool.write_text("id,prompt\n" + "".join(f"q{n},Is {n} even?\n" for n in range(6)))
     path = tmp_path / "p"
     assert star("init", path, "--pool", pool, *FAST) == 0
-    _, tok = models.load(ModelConfig(name="tiny-random"))
     with Project.open(path) as p:
-        assert p.answer_length(tok) == 64  # no labels yet: --max-new-tokens
+        tok = p.learner().tokenizer
+    assert length(path) == 64  # no labels yet: --max-new-tokens
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"id": "q0", "label": "yes"}\n{"id": "q1", "label": "no"}\n')
     assert star("label", path, labels, "--allow-unexported") == 0
-    assert [len(tok(w, add_special_tokens=False)["input_ids"]) for w in ("yes", "no")] == [1, 1]
-    with Project.open(path) as p:
-        assert p.answer_length(tok) == 2  # 1 + 1 + 0
+    assert [len(tok(w, add_special_tokens=False)["input_ids"]) for w in (" yes", " no")] == [1, 1]
+    assert length(path) == 2  # 1 + 1 + 0
     long = tmp_path / "long.jsonl"
     answer = "no, because it is odd " * 2
     long.write_text('{"id": "q3", "label": "' + answer + '"}\n')
     assert star("label", path, long, "--allow-unexported") == 0
-    n = len(tok(answer.strip(), add_special_tokens=False)["input_ids"])
-    with Project.open(path) as p:
-        assert p.answer_length(tok) == n + 1 + n // 2 < 64
+    n = len(tok(" " + answer.strip(), add_special_tokens=False)["input_ids"])
+    assert length(path) == n + 1 + n // 2 < 64
     longer = tmp_path / "longer.jsonl"
     longer.write_text('{"id": "q4", "label": "' + answer * 5 + '"}\n')
     assert star("label", path, longer, "--allow-unexported") == 0
-    with Project.open(path) as p:
-        assert p.answer_length(tok) == 64  # capped by --max-new-tokens
+    assert length(path) == 64  # capped by --max-new-tokens
 
 
 def test_a_choice_that_prefixes_another_is_scored_with_eos_as_a_run_scores_it(tmp_path):
     """ "yes" vs "yes sir": without EOS after each, the longer could never be the answer."""
-    from star.config import ModelConfig
-    from star.engine import model as models
-
     pool = tmp_path / "pool.jsonl"
     rows = [("a", ["yes", "yes sir"]), ("b", ["no", "maybe"])]
     lines = [json.dumps({"id": i, "prompt": "Ok?", "choices": c}) + "\n" for i, c in rows]
     pool.write_text("".join(lines))
     path = tmp_path / "p"
     assert star("init", path, "--pool", pool, *FAST) == 0
-    base, tok = models.load(ModelConfig(name="tiny-random"))
-    spell = {c: tok(c, add_special_tokens=False)["input_ids"] for _, cs in rows for c in cs}
     with Project.open(path) as p:
-        nested, plain = p._answers(base, tok, p.pool(), 10_000, 4)
+        learner = p.learner()
+        nested, plain = learner.answers(learner.base, p.examples(), 4)
+    tok = learner.tokenizer
+    spell = {c: tok(" " + c, add_special_tokens=False)["input_ids"] for _, cs in rows for c in cs}
     eos = tok.eos_token_id
     assert nested.token_ids in ([*spell["yes"], eos], [*spell["yes sir"], eos])
     assert plain.token_ids in (spell["no"], spell["maybe"])
@@ -507,7 +509,7 @@ class _HalfWrite:
 def test_a_full_disk_is_one_line_and_loses_nothing(project, tmp_path, capsys, monkeypatch):
     from peft import PeftModel
 
-    from star.labelling import project as project_module
+    from star.labelling import journal
 
     assert star("next", project, "--k", 4, "--out", tmp_path / "b.jsonl") == 0
     filled = fill(tmp_path / "b.jsonl", tmp_path / "l.jsonl", GOLD)
@@ -518,7 +520,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(project, tmp_path, capsys, mo
         return _HalfWrite(f) if "a" in mode else f
 
     with monkeypatch.context() as m:  # the labels journal fills up half-way through a line
-        m.setattr(project_module, "open", appends_fill_up, raising=False)
+        m.setattr(journal, "open", appends_fill_up, raising=False)
         capsys.readouterr()
         assert star("label", project, filled) == 1
     err = capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_length_norm_divides_by_answer_tokens(tiny, items):
 def test_vocabulary_blocks_change_nothing(tiny, items, reference, monkeypatch):
     """Log-softmax blocks smaller than one example's answer give the same sums."""
     model, tok = tiny
-    monkeypatch.setattr("star.scoring.LOGIT_BLOCK", 3)
+    monkeypatch.setattr("star.engine.scoring.LOGIT_BLOCK", 3)
     fast = score(model, items, tok.pad_token_id, 400)
     assert torch.allclose(fast.pe, reference[0], atol=1e-4, rtol=1e-5)
     assert torch.allclose(fast.token_entropy, reference[1], atol=1e-4, rtol=1e-5)

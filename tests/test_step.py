@@ -62,7 +62,8 @@ def test_a_project_fed_gold_labels_picks_what_the_run_picks(tmp_path, strategy):
     sizes = config.loop.sizes()
     got = []
     with star.open_project(tmp_path / "project") as project:
-        for k, want in enumerate([sizes[0]] + [b - a for a, b in zip(sizes, sizes[1:], strict=False)]):
+        wants = [b - a for a, b in zip([0, *sizes[:-1]], sizes, strict=True)]
+        for k, want in enumerate(wants):
             batch, _, _ = project.next(want, out=tmp_path / f"batch{k}.jsonl")
             ids = [json.loads(x)["id"] for x in batch.read_text().splitlines()]
             got.append(ids)

@@ -171,18 +171,3 @@ def test_random_follows_its_seed():
 def test_nan_scores_rank_last():
     chosen = select_top_k(["a", "b", "c"], torch.tensor([float("nan"), 1.0, 0.0]), k=2)
     assert [s.id for s in chosen] == ["b", "c"]
-
-
-def test_the_method_imports_nothing_from_the_engine():
-    """Selection, strategies, uncertainty and stopping load without scoring, model or the run
-    state."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, star.strategies, star.selection, star.uncertainty, star.stopping; "
-        "print(sorted(m for m in ('star.scoring', 'star.model', 'star.state', 'star.signals', "
-        "'transformers', 'peft') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout == "[]\n", out.stderr

@@ -56,16 +56,16 @@ def test_training_lowers_the_answer_loss(tiny):
 
 def test_schedule_is_sized_from_the_training_set(tiny, adapter, monkeypatch):
     """The authors sized it from the test set; here 10 items, batch 4, 2 epochs -> 6 steps."""
-    import star.train
+    import star.engine.train
 
     sizes = []
-    real = star.train.get_linear_schedule_with_warmup
+    real = star.engine.train.get_linear_schedule_with_warmup
 
     def spy(optimizer, warmup, total):
         sizes.append((warmup, total))
         return real(optimizer, warmup, total)
 
-    monkeypatch.setattr(star.train, "get_linear_schedule_with_warmup", spy)
+    monkeypatch.setattr(star.engine.train, "get_linear_schedule_with_warmup", spy)
     items = [Encoded([5, 6], [7])] * 10
     train_adapter(
         adapter, items, tiny[1].pad_token_id, TrainConfig(epochs=2, batch_size=4, b_decay=0.0), 0

@@ -5,7 +5,7 @@
     rows = star.run(config, "runs/trec-typical")      # runs or resumes; one dict per round
     star.init_project("reviews", "pool.jsonl", config)
     with star.open_project("reviews") as project:
-        batch_file, n, left = project.next(k=8)      # write the next batch to label
+        batch_file, n, left = project.next(size=8)  # write the next batch to label
         project.import_labels(Path("filled.jsonl"))
         project.train()                              # a fresh adapter on every label
         print(project.status()["stop"])              # the stopping rules' lines

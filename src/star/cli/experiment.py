@@ -43,6 +43,8 @@ def add_run(sub) -> None:
         choices=("none", "tensorboard", "wandb", "mlflow"),
         help="log each round's metrics to this tracker (offline, under OUT/tracking)",
     )
+    add_config_options(run)
+    run.set_defaults(handler=_run)
 
 
 def add_commands(sub) -> None:
@@ -59,8 +61,7 @@ def add_commands(sub) -> None:
         "--jobs",
         type=int,
         help="pairs run at once, cores ÷ jobs threads each; unset: one single-thread run per "
-        "core (a sweep 1.34× faster than one run on both cores of a 2-core CPU: "
-        "docs/performance.md)",
+        "core (on CPUs the fastest way through a sweep: docs/performance.md)",
     )
     sweep.add_argument("--threads", type=int, help="threads per run instead of cores ÷ jobs")
     sweep.add_argument("--config", type=Path, help="YAML file of run options for every pair")
@@ -75,7 +76,6 @@ def add_commands(sub) -> None:
         help="only each run's first K rounds (e.g. 1: round 0, where strategies share the "
         "same random labels and differ only in training settings)",
     )
-
     report.set_defaults(handler=_report)
     sub.add_parser("strategies", help="list the query strategies").set_defaults(handler=_strategies)
     sub.add_parser("tasks", help="list the built-in tasks").set_defaults(handler=_tasks)
