@@ -176,7 +176,7 @@ def write_pool(path: Path, size: int | None) -> int:
     """BANKING77's training texts as an unlabelled pool file, and 64 of them labelled."""
     rows = [
         json.loads(line)
-        for line in (ROOT / "src/star/data/banking77/train.jsonl").read_text().splitlines()
+        for line in (ROOT / "src/star/tasks/data/banking77/train.jsonl").read_text().splitlines()
     ][:size]
     path.write_text("".join(json.dumps({"id": r["id"], "prompt": r["text"]}) + "\n" for r in rows))
     labels = path.with_name("seed-labels.jsonl")

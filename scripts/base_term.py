@@ -17,17 +17,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
 from star import config as cfg
+from star.active.step import Learner
 from star.engine.signals import PoolSignals
-from star.experiment import loop
+from star.experiment.loop import load_splits
 from star.method.strategies import configure
 from star.method.uncertainty import instruction_difficulty
+from star.tasks.resolve import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from breakdown import groups  # noqa: E402
@@ -41,23 +42,23 @@ def share(ids: list[str], group: dict[str, str]) -> collections.Counter:
 
 def base_scores(config) -> tuple[list, torch.Tensor, torch.Tensor]:
     """(pool, base PE, prompt-free PE) of seed 0's pool: one base pass, through the cache."""
-    with tempfile.TemporaryDirectory() as tmp:
-        run = loop.Run(config, Path(tmp) / "run")
-        try:
-            pool = run.splits.pool
-            length, kind = run.answer_settings(pool, {})
-            settings = dataclasses.replace(run.signal_settings(0, kind), mc_passes=1)
-            source = PoolSignals(
-                run.base,
-                [run.gold[e.id] for e in pool],
-                run.pad_id,
-                settings,
-                lambda m, positions, _: run.answer(m, [pool[i] for i in positions], length),
-                lambda k: run.base_cache(k, settings),
-            )
-            return pool, source.base().pe, source.base_prior().pe
-        finally:
-            run.dir.close()
+    config, task = resolve(config)
+    pool = load_splits(config, task).pool
+    learner = Learner(config, task.spec)
+    length = learner.answer_length([])
+    settings = learner.signal_settings(0, learner.answer_kind(pool, length))
+    settings = dataclasses.replace(settings, mc_passes=1)
+    source = PoolSignals(
+        learner.base,
+        learner.encode(pool),
+        learner.tokenizer.pad_token_id,
+        settings,
+        lambda m, positions, _: [
+            a.token_ids for a in learner.answers(m, [pool[i] for i in positions], length)
+        ],
+        lambda kind: learner.base_cache(kind, settings),
+    )
+    return pool, source.base().pe, source.base_prior().pe
 
 
 def main(tasks: list[str]) -> None:

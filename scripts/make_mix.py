@@ -3,7 +3,7 @@ learns from a few hundred labels, at different speeds (so which examples get lab
 matter). Not one of the paper's tasks; written here, seeded, so the shipped files are
 reproducible:
 
-    python scripts/make_mix.py --out src/star/data/mix
+    python scripts/make_mix.py --out src/star/tasks/data/mix
 
 Kinds, roughly from easy to hard for SmolLM2-135M after LoRA (an exploratory run on a
 similar mix, noted on issue 7): first letter of a word, a number plus one, the larger of two

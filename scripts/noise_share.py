@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from star.experiment.report import detectable
+from star.experiment.statistics import detectable
 
 
 def correct(run: Path) -> tuple[list[int], torch.Tensor]:

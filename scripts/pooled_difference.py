@@ -9,8 +9,9 @@ Reads committed reports (`runs.csv` of `star report`), so it needs no runs on th
 
 Each argument is REPORT:LABEL, LABEL being the candidate's line in that report. Pooled is the
 mean over benchmarks of each benchmark's mean paired Δ (every benchmark weighs the same,
-whatever its seeds), with `star.report.pooled_interval`'s bootstrap over the seeds within
-each benchmark: whether the candidate helps on average, which a tie on each alone cannot say.
+whatever its seeds), with the bootstrap of `star.experiment.statistics.pooled_interval` over the
+seeds within each benchmark: whether the candidate helps on average, which a tie on each alone
+cannot say.
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from star.experiment.report import (
-    RunResult,
-    detectable_difference,
-    paired_interval,
-    pooled_interval,
-)
+from star.experiment.report import RunResult
+from star.experiment.statistics import detectable_difference, paired_interval, pooled_interval
 
 
 def read_aulc(report: Path) -> dict[str, dict[int, float]]:

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from star import seeds
-from star.cli import main
 from star.active import step
+from star.cli import main
 
 
 def run(config: str, seed: int, out: Path, offset: int, extra: list[str]) -> list[float]:

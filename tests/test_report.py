@@ -13,13 +13,12 @@ import pytest
 from conftest import flags
 
 from star.cli import main
-from star.experiment.report import (
-    RunResult,
+from star.experiment.report import RunResult, reach_table
+from star.experiment.statistics import (
     detectable_difference,
     labels_to_reach,
     paired_interval,
     pooled_interval,
-    reach_table,
 )
 
 SWEEP = flags(

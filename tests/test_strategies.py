@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from star.errors import EmptyPoolError
-from star.method.strategies import STRATEGIES, Selected, Signals, select_top_k
+from star.method.strategies import STRATEGIES, Selected, Signals, Strategy
 from star.method.uncertainty import SequenceScores
+
+
+def select_top_k(ids: list[str], scores: torch.Tensor, k: int) -> list[Selected]:
+    """The top-k selector of a strategy whose scores are given."""
+    return Strategy("given", "scores as given", lambda s: scores).choose(
+        fake_signals(len(ids)), ids, k
+    )
 
 
 def test_select_top_k_takes_the_highest_scores():

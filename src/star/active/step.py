@@ -195,8 +195,7 @@ class Learner:
         )
         candidates = [unlabelled[i] for i in keep]
         length = self.answer_length([e for e in covered if e.target])
-        free = any(not self.labels_of(e) for e in candidates)
-        settings = self._signal_settings(round, f"options+greedy:{length}" if free else "options")
+        settings = self.signal_settings(round, self.answer_kind(candidates, length))
         answered: dict[str, Answer] = {}
 
         def answer(m, positions: list[int], of_base: bool) -> list[list[int]]:
@@ -211,7 +210,7 @@ class Learner:
             self.tokenizer.pad_token_id,
             settings,
             answer,
-            lambda kind: self._base_cache(kind, settings),
+            lambda kind: self.base_cache(kind, settings),
             answer_keys=[self._options_key(e) for e in candidates],
             labeled=[x.prompt_ids for x in self.encode(covered)],
         )
@@ -233,7 +232,13 @@ class Learner:
             return []
         return self.tokenizer("\x1f".join(labels), add_special_tokens=False)["input_ids"]
 
-    def _signal_settings(self, round: int, answer_kind: str) -> SignalSettings:
+    def answer_kind(self, candidates: Sequence[Example], length: int) -> str:
+        """How the candidates' label-free answers are made, as base-cache keys name it."""
+        free = any(not self.labels_of(e) for e in candidates)
+        return f"options+greedy:{length}" if free else "options"
+
+    def signal_settings(self, round: int, answer_kind: str) -> SignalSettings:
+        """The uncertainty options and the engine's settings of round `round`'s signals."""
         return SignalSettings.of(
             self.config.uncertainty,
             target=self.target,
@@ -244,7 +249,7 @@ class Learner:
             start_id=models.start_id(self.tokenizer),
         )
 
-    def _base_cache(self, kind: str, settings: SignalSettings) -> SignalCache:
+    def base_cache(self, kind: str, settings: SignalSettings) -> SignalCache:
         """One per kind and answer rule: on disk under $STAR_CACHE/signals, or in memory when
         the cache is off (the first need fills it)."""
         key = f"{kind}|{settings.answer_kind}"

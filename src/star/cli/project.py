@@ -8,6 +8,7 @@ from pathlib import Path
 
 from star.cli.options import add_config_options, given
 from star.errors import ConfigError
+from star.labelling.formats import FORMATS
 
 FIELD_NAMES = ("id", "prompt", "answer", "choices")  # columns of a user's file
 
@@ -33,8 +34,8 @@ def add_commands(sub) -> None:
 
     nxt = sub.add_parser("next", help="select the next items to label and write them to a file")
     nxt.add_argument("dir", type=Path)
-    nxt.add_argument("--k", type=int, required=True, help="how many items")
-    nxt.add_argument("--format", choices=("jsonl", "csv", "label-studio"), default="jsonl")
+    nxt.add_argument("--k", type=int, required=True, help="how many items to choose")
+    nxt.add_argument("--format", choices=FORMATS, default="jsonl")
     nxt.add_argument("--out", type=Path, help="file to write (default: DIR/exports/batch-NNN.*)")
 
     label = sub.add_parser("label", help="import labels from a filled-in batch file")

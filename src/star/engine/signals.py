@@ -1,5 +1,5 @@
 """What a strategy may look at, computed only when it asks: the one path by which a simulated
-run (`loop`) and a labelling project (`project`) score their candidates.
+run and a labelling project score their candidates (through `active.step.Learner.choose`).
 
 A strategy reads `Signals.tuned()` / `Signals.base()`; `PoolSignals` answers them with the
 forward passes they need and nothing else (`random` costs none), memoised, so a strategy that
@@ -254,13 +254,7 @@ class PoolSignals:
             [Encoded([self.s.start_id], list(a)) for a in answers], 1, "scoring (base, no prompt)"
         )
         at = {a: i for i, a in enumerate(answers)}
-        index = torch.tensor([at[tuple(x.target_ids)] for x in items], dtype=torch.long)
-        return SequenceScores(
-            scores.pe[index],
-            scores.token_entropy[index],
-            scores.bald[index],
-            scores.n_tokens[index],
-        )
+        return scores.take(torch.tensor([at[tuple(x.target_ids)] for x in items]))
 
     def _embed_all(self) -> torch.Tensor:
         """(n + m, H) base-model prompt embeddings, candidates then labelled, through the cache."""

@@ -33,7 +33,8 @@ import yaml
 from star import config as cfg
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.files import atomic_write, lock_dir, write_folder, write_jsonl
-from star.labelling.formats import SUFFIX, Label, ToLabel, parse, render
+from star.labelling.formats import SUFFIX, ToLabel, parse, render
+from star.labelling.incoming import checked_labels
 from star.labelling.journal import append_jsonl, read_journal
 from star.method import stopping
 from star.method.strategies import configure
@@ -255,39 +256,12 @@ class Project:
         Importing the same file twice changes nothing. A label for an id never exported, or
         one that differs from the recorded label, is refused unless the flag allows it.
         """
-        pool = {i.id: i for i in self.pool()}
         labels, exported = self.labels(), {i for b in self.batches() for i in b["ids"]}
-        new: dict[str, Label] = {}
-        unchanged = 0
         fields = self.settings.fields
-        for lab in parse(file, ("id", fields.id), ("label", fields.answer)):
-            where = f"{file}:{lab.line}" if file.suffix != ".json" else f"{file}: task {lab.line}"
-            item = pool.get(lab.id)
-            if item is None:
-                raise BadInputError(f"{where}: id {lab.id!r} is not in the project's pool")
-            if item.choices and lab.label not in item.choices:
-                raise BadInputError(
-                    f"{where}: label {lab.label!r} for {lab.id!r} is not one of "
-                    f"{list(item.choices)}"
-                )
-            if lab.id in new and new[lab.id].label != lab.label:
-                raise BadInputError(
-                    f"{where}: {lab.id!r} is labelled twice in this file, differently"
-                )
-            if labels.get(lab.id) == lab.label:
-                unchanged += 1
-                continue
-            if lab.id in labels and not relabel:
-                raise BadInputError(
-                    f"{where}: {lab.id!r} is already labelled {labels[lab.id]!r}, not "
-                    f"{lab.label!r}; pass --relabel to replace it"
-                )
-            if lab.id not in exported and lab.id not in labels and not allow_unexported:
-                raise BadInputError(
-                    f"{where}: {lab.id!r} was never exported by `star next`; pass "
-                    "--allow-unexported to accept it"
-                )
-            new[lab.id] = lab
+        found = parse(file, ("id", fields.id), ("label", fields.answer))
+        new, unchanged = checked_labels(
+            file, found, self.pool(), labels, exported, relabel, allow_unexported
+        )
         append_jsonl(
             self.path / "labels.jsonl",
             ({"id": i, "label": lab.label, "source": str(file)} for i, lab in new.items()),

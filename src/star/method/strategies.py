@@ -1,7 +1,7 @@
 """Query strategies: a registry of scoring rules × selectors.
 
 A strategy maps the pool's signals to one score per candidate (higher = label sooner), and a
-selector (`star.selection`) turns scores into a batch. It asks for signals through `Signals`,
+selector (`method.selection`) turns scores into a batch. It asks for signals through `Signals`,
 whose callables the engine memoises, so a strategy costs exactly the forward passes it uses.
 Variants compose: a measure (PE, token entropy) × a mode (plain, subtract, dynamic, the
 authors' dynamic) × a selector (top-k, cluster-stratified, weighted k-means++), method.md §5.
@@ -62,11 +62,11 @@ class Strategy:
     reads_model: bool = True  # False: needs no forward pass (candidate subsampling skips it)
     selector: str = "top"  # a key of SELECTORS
 
-    def choose(self, signals: Signals, ids: Sequence[str], k: int) -> list[Selected]:
-        """Up to k of the candidates `ids` (in the signals' order), labelled-first order."""
+    def choose(self, signals: Signals, ids: Sequence[str], size: int) -> list[Selected]:
+        """Up to `size` of the candidates `ids` (in the signals' order), labelled-first order."""
         scores = self.score(signals)  # (n,)
         _check(ids, scores)
-        return _selected(ids, scores, SELECTORS[self.selector](signals, scores, k, ids))
+        return _selected(ids, scores, SELECTORS[self.selector](signals, scores, size, ids))
 
 
 # selector(signals, scores (n,), k, ids (n,)) -> up to k candidate positions, in pick order
@@ -221,15 +221,6 @@ class Selected:
     id: str
     score: float
     rank: int  # 0 = labelled first
-
-
-def select_top_k(ids: Sequence[str], scores: torch.Tensor, k: int) -> list[Selected]:
-    """The k highest scores; equal scores go to the smaller id so runs are deterministic.
-
-    ids: n candidate ids; scores: (n,). Asking for more than n returns all n. NaN ranks last.
-    """
-    _check(ids, scores)
-    return _selected(ids, scores, selection.top_k(scores, k, ties=ids))
 
 
 def _check(ids: Sequence[str], scores: torch.Tensor) -> None:

@@ -121,26 +121,6 @@ class SequenceScores:
     bald: torch.Tensor  # (n,) Σ_t mutual information over passes (0 for one pass)
     n_tokens: torch.Tensor  # (n,) answer tokens scored
 
-    def to_rows(self, ids: list[str]) -> list[dict]:
-        return [
-            {"id": i, "pe": p, "entropy": e, "bald": b, "n_tokens": n}
-            for i, p, e, b, n in zip(
-                ids,
-                self.pe.tolist(),
-                self.token_entropy.tolist(),
-                self.bald.tolist(),
-                self.n_tokens.tolist(),
-                strict=True,
-            )
-        ]
-
-    @classmethod
-    def from_rows(cls, rows: list[dict]) -> SequenceScores:
-        def column(key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.tensor([r[key] for r in rows], dtype=dtype)
-
-        return cls(column("pe"), column("entropy"), column("bald"), column("n_tokens", torch.long))
-
     @classmethod
     def cat(cls, parts: list[SequenceScores]) -> SequenceScores:
         """The parts' examples one after another (shards gathered from several processes)."""
@@ -152,6 +132,7 @@ class SequenceScores:
         )
 
     def take(self, index: torch.Tensor) -> SequenceScores:
+        """The examples at `index` (repeats allowed), in its order."""
         return SequenceScores(
             *(t[index] for t in (self.pe, self.token_entropy, self.bald, self.n_tokens))
         )
