@@ -152,7 +152,9 @@ class Learner:
             distributed.concat,
         )
 
-    def stop_rows(self, model, stop_set: Sequence[Example], labelled: Sequence[Example]):
+    def stop_rows(
+        self, model, stop_set: Sequence[Example], labelled: Sequence[Example]
+    ) -> list[dict]:
         """The tuned model's answers to the stop set, as rows for rounds/NNN/stop.jsonl."""
         with models.merged(model, self.merge):
             said = self.answers(model, stop_set, self.answer_length(labelled))

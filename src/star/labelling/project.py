@@ -16,6 +16,9 @@ Layout (one directory per project):
 
 Journals are only appended to (one write, then fsync); a line cut short by a crash is
 ignored when read, so every state is either before or after a command, never between.
+
+A little over 400 lines: one class, one method per command; the model work itself is the
+shared step's (`active.step.Learner`), the label checks `incoming`'s, the journals `journal`'s.
 """
 
 from __future__ import annotations
