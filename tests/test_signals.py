@@ -225,3 +225,52 @@ def test_merged_passes_equal_unmerged_and_leave_the_base_bit_identical(tuned):
     assert torch.equal(score(model, pool, 0, 64).pe, unmerged.pe)  # unmerged again
     with models.merged(model, on=False):
         assert not any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
+
+
+def test_label_distributions_are_the_options_probabilities(tuned, monkeypatch):
+    """labels(): p(label | prompt) renormalised over each candidate's options, what option
+    evaluation reads; padded with 0 past a shorter set; no scoring pass."""
+    from star.engine.options import option_logprobs
+
+    model, _ = tuned
+    spy = Spy(monkeypatch)
+    options = [[[11], [12, 13]], [[14], [15], [16]]] * 3  # two and three labels
+    pool = PoolSignals(
+        model,
+        items(6),
+        0,
+        dataclasses.replace(SETTINGS, mc_passes=1),
+        spy.answer,
+        lambda kind: pytest.fail("no base model"),
+        options=options,
+    )
+    got = signals_of(pool).labels()
+    prompts = [Encoded(x.prompt_ids, []) for x in items(6)]
+    expected = [torch.softmax(v, -1) for v in option_logprobs(model, prompts, options, 0, 64)]
+    assert got.shape == (1, 6, 3) and spy.scored == [] and spy.answered == []
+    for row, want in zip(got[0], expected, strict=True):
+        assert torch.allclose(row[: len(want)], want) and row[len(want) :].sum() == 0
+    assert STRATEGIES["margin"].score(signals_of(pool)).shape == (6,)
+
+
+def test_label_bald_takes_k_dropout_passes_of_the_distribution(tuned, monkeypatch):
+    model, _ = tuned
+    spy = Spy(monkeypatch)
+    options = [[[11], [12]], [[14], [15]]] * 4
+    make = lambda: PoolSignals(  # noqa: E731
+        model, items(8), 0, SETTINGS, spy.answer, lambda kind: None, options=options
+    )
+    passes = signals_of(make()).labels()
+    assert passes.shape == (3, 8, 2) and not torch.equal(passes[0], passes[1])
+    assert torch.equal(passes, signals_of(make()).labels())  # seeded masks: the same again
+    assert (STRATEGIES["label-bald"].score(signals_of(make())) > 0).all()
+
+
+def test_label_measures_refuse_free_answers(tuned, monkeypatch):
+    from star.errors import ConfigError
+
+    pool = PoolSignals(
+        tuned[0], items(2), 0, SETTINGS, Spy(monkeypatch).answer, None, options=[[[1], [2]], None]
+    )
+    with pytest.raises(ConfigError, match="closed label set"):
+        STRATEGIES["margin"].score(signals_of(pool))

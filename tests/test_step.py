@@ -40,8 +40,9 @@ def run_picks(out) -> list[list[str]]:
         {"strategy": "pe-kmeanspp"},  # spreading; round 0 chosen by the strategy on the base
         {"strategy": "pe"},  # the tuned model's uncertainty, top-k; round 0 random
         {"strategy": "star", "loop.max_candidates": 24},  # MC dropout, base model, subsampled
+        {"strategy": "label-bald-kmeanspp"},  # the label distribution over MC passes, spread
     ],
-    ids=["pe-kmeanspp", "pe", "star"],
+    ids=["pe-kmeanspp", "pe", "star", "label-bald-kmeanspp"],
 )
 def test_a_project_fed_gold_labels_picks_what_the_run_picks(tmp_path, strategy):
     config = star.make_config({**SETTINGS, **strategy})

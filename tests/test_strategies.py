@@ -64,7 +64,19 @@ def fake_signals(n: int, seed: int = 0, round: int = 0) -> Signals:
         base_prior=lambda: prior,
         embeddings=lambda: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)),
         labeled_embeddings=lambda: torch.randn(2, 8, generator=torch.Generator().manual_seed(9)),
+        labels=lambda: label_passes(n),
     )
+
+
+def label_passes(n: int) -> torch.Tensor:
+    """(K=2, n, 3) label distributions: candidate i's top two labels differ by i/(2n), and the
+    two passes agree on all but the first candidate."""
+    gap = torch.arange(n, dtype=torch.float) / (2 * n)  # (n,)
+    p = torch.stack([0.5 + gap / 2, 0.5 - gap / 2, torch.zeros(n)], -1) * 0.9  # (n, 3)
+    p[:, 2] = 0.1
+    second = p.clone()
+    second[0] = torch.tensor([0.1, 0.0, 0.9])
+    return torch.stack([p, second])
 
 
 def test_registry_holds_the_papers_strategies():
@@ -89,6 +101,11 @@ def test_registry_holds_the_papers_strategies():
         "star-kmeanspp",
         "star-ifd-cluster",
         "star-ifd-kmeanspp",
+        *(
+            f"{m}{v}"
+            for m in ("least-confidence", "margin", "label-entropy", "label-bald")
+            for v in ("", "-cluster", "-kmeanspp")
+        ),
     ]
     assert STRATEGIES["star"].defaults == {"uncertainty.mc_passes": 3, "train.b_decay": 0.5}
     assert STRATEGIES["star-cluster"].defaults == {
@@ -178,3 +195,20 @@ def test_random_follows_its_seed():
 def test_nan_scores_rank_last():
     chosen = select_top_k(["a", "b", "c"], torch.tensor([float("nan"), 1.0, 0.0]), k=2)
     assert [s.id for s in chosen] == ["b", "c"]
+
+
+def test_the_label_measures_read_the_label_distribution():
+    s = fake_signals(4)
+    # passes averaged: candidate 0's mean is [0.275, 0.225, 0.5]; the others' top-two gap i/8·0.9
+    assert STRATEGIES["margin"].score(s).tolist() == pytest.approx(
+        [-(0.5 - 0.275), -0.9 / 8, -0.9 * 2 / 8, -0.9 * 3 / 8]
+    )
+    assert torch.argsort(STRATEGIES["label-entropy"].score(s), descending=True).tolist()[1:] == [
+        1,
+        2,
+        3,
+    ]  # the flatter, the sooner
+    assert STRATEGIES["label-bald"].score(s)[1:].tolist() == pytest.approx([0, 0, 0])
+    assert STRATEGIES["label-bald"].score(s)[0] > 0.1  # only candidate 0's passes disagree
+    assert STRATEGIES["label-bald"].min_passes == STRATEGIES["bald"].min_passes == 2
+    assert STRATEGIES["margin-kmeanspp"].defaults == {"loop.init_by": "strategy"}

@@ -10,6 +10,10 @@ from star.method.uncertainty import (
     dynamic_weight,
     flatten_masked,
     instruction_difficulty,
+    label_bald,
+    label_entropy,
+    least_confidence,
+    margin,
     normalise,
     reduce_by_row,
     subtract,
@@ -101,3 +105,32 @@ def test_instruction_difficulty_cancels_what_the_answer_form_costs():
     conditional = torch.tensor([9.0, 2.0, 3.0])
     unconditional = torch.tensor([10.0, 3.0, 3.5])
     assert instruction_difficulty(conditional, unconditional).tolist() == [-1.0, -1.0, -0.5]
+
+
+PROBS = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.5, 0.0]])  # last row: 2 labels
+
+
+def test_least_confidence_margin_and_entropy_by_hand():
+    assert least_confidence(PROBS).tolist() == pytest.approx([0.3, 0.6, 0.5])
+    assert margin(PROBS).tolist() == pytest.approx([0.5, 0.05, 0.0])
+    h = [-(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)), 0, math.log(2)]
+    h[1] = -(0.4 * math.log(0.4) + 0.35 * math.log(0.35) + 0.25 * math.log(0.25))
+    assert label_entropy(PROBS).tolist() == pytest.approx(h)  # a padded 0 adds nothing
+
+
+def test_the_measures_rank_as_the_literature_does():
+    """All three put the flattest row first; margin then the exact two-way tie, entropy the row
+    whose doubt spreads over three labels (it counts the tail, margin does not)."""
+    order = lambda u: torch.argsort(u, descending=True).tolist()  # noqa: E731
+    assert order(least_confidence(PROBS)) == [1, 2, 0]
+    assert order(-margin(PROBS)) == [2, 1, 0]
+    assert order(label_entropy(PROBS)) == [1, 0, 2]
+
+
+def test_label_bald_is_disagreement_between_passes():
+    sure_but_split = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (K=2, n=1, L=2)
+    unsure_alike = torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]])
+    assert label_bald(sure_but_split).tolist() == pytest.approx([math.log(2)])
+    assert label_bald(unsure_alike).tolist() == pytest.approx([0.0])
+    one_label = torch.tensor([[1.0], [0.2]])
+    assert margin(one_label).tolist() == pytest.approx([1.0, 0.2])

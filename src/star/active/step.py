@@ -215,6 +215,7 @@ class Learner:
             lambda kind: self.base_cache(kind, settings),
             answer_keys=[self._options_key(e) for e in candidates],
             labeled=[x.prompt_ids for x in self.encode(covered)],
+            options=[o[1] if (o := self.options(e)) else None for e in candidates],
         )
         u = self.config.uncertainty
         signals = source.signals(

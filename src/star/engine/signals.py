@@ -26,7 +26,9 @@ from star.engine import distributed
 from star.engine import model as models
 from star.engine.batching import Encoded
 from star.engine.cache import SignalCache, namespace, weights_fingerprint
+from star.engine.options import option_logprobs
 from star.engine.scoring import causal_lm, embed, score
+from star.errors import ConfigError
 from star.method.strategies import Signals
 from star.method.uncertainty import SequenceScores
 
@@ -117,6 +119,8 @@ class PoolSignals:
     cache(kind): the base model's cache of "scores" or "embeddings", asked for only when a
       strategy reads `base()` or `embeddings()`
     labeled: the labelled examples' prompts (token ids), for `labeled_embeddings()`
+    options: (n,) each candidate's labels as token ids (`options.option_ids`), or None where it
+      has no closed label set, for `labels()`
     """
 
     def __init__(
@@ -129,11 +133,13 @@ class PoolSignals:
         cache: Callable[[str], SignalCache],
         answer_keys: Sequence[list[int]] | None = None,
         labeled: Sequence[list[int]] = (),
+        options: Sequence[list[list[int]] | None] | None = None,
     ):
         self.model, self.items, self.pad_id, self.s = model, items, pad_id, settings
         self.answer, self.cache = answer, cache
         self.answer_keys = answer_keys or [[] for _ in items]
         self.labeled = list(labeled)
+        self.options = list(options) if options is not None else [None] * len(items)
         self.adapted = hasattr(model, "disable_adapter")
         self.tuned = functools.cache(self._tuned)
         self.base = functools.cache(self._base)
@@ -141,6 +147,7 @@ class PoolSignals:
         self._base_rows = functools.cache(self._fetch_base_rows)
         self.tuned_answers = functools.cache(self._tuned_answers)
         self._embedded = functools.cache(self._embed_all)
+        self.labels = functools.cache(self._labels)
 
     def signals(self, round: int, generator: torch.Generator, **mix) -> Signals:
         return Signals(
@@ -152,6 +159,7 @@ class PoolSignals:
             base_prior=self.base_prior,
             embeddings=lambda: self._embedded()[: len(self.items)],
             labeled_embeddings=lambda: self._embedded()[len(self.items) :],
+            labels=self.labels,
             **mix,
         )
 
@@ -204,6 +212,43 @@ class PoolSignals:
             ),
             SequenceScores.cat,
         )
+
+    def _labels(self) -> torch.Tensor:
+        """(K, n, L) p(label | prompt) of the tuned model, renormalised over each candidate's
+        labels (what `evaluate_options` reads), K Monte-Carlo passes when the adapter has
+        dropout and K > 1; rows padded with 0 to the widest label set."""
+        if any(o is None for o in self.options):
+            raise ConfigError(
+                "this strategy reads the distribution over a closed label set, and some "
+                "candidates have free answers: give the task its labels (--labels) or every "
+                "item its choices, or choose a strategy for free answers"
+            )
+        passes = self.s.mc_passes if self.adapted else 1  # no dropout before any training
+        if passes == 1:
+            with models.merged(self.model, self.s.merge and self.adapted):
+                return self._label_pass()[None]
+        torch.manual_seed(self.s.mc_seed)  # the dropout masks
+        with models.mc_dropout(self.model):
+            return torch.stack([self._label_pass() for _ in range(passes)])
+
+    def _label_pass(self) -> torch.Tensor:
+        """(n, L) one pass's label distributions."""
+        pairs = list(zip(self.items, self.options, strict=True))
+        logp = distributed.map_shards(
+            pairs,
+            lambda part: option_logprobs(
+                self.model,
+                [Encoded(x.prompt_ids, []) for x, _ in part],
+                [o for _, o in part],
+                self.pad_id,
+                self.s.batch_tokens,
+            ),
+            distributed.concat,
+        )
+        out = torch.zeros(len(logp), max(len(o) for o in self.options))  # (n, L)
+        for row, values in zip(out, logp, strict=True):
+            row[: len(values)] = torch.softmax(values, -1)
+        return out
 
     # ------------------------------------------------------------------ base model
     def _base(self) -> SequenceScores:

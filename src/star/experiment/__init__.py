@@ -1,0 +1,1 @@
+"""Simulated runs: the loop, its run directory, sweeps, trackers and reports."""

@@ -1,0 +1,2 @@
+"""Labelling projects: the project directory and its journals, batch formats, label checks,
+Label Studio."""

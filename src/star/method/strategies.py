@@ -24,6 +24,10 @@ from star.method.uncertainty import (
     dynamic_mix_authors,
     dynamic_weight,
     instruction_difficulty,
+    label_bald,
+    label_entropy,
+    least_confidence,
+    margin,
     subtract,
 )
 
@@ -34,6 +38,10 @@ def _no_embeddings() -> torch.Tensor:
 
 def _no_prior() -> SequenceScores:
     raise ValueError("this source of signals has no prompt-free base scores")
+
+
+def _no_labels() -> torch.Tensor:
+    raise ValueError("this source of signals has no label distributions")
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class Signals:
     base_prior: Callable[[], SequenceScores] = _no_prior  # base's answers with no prompt
     embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (n, H) base model, prompts
     labeled_embeddings: Callable[[], torch.Tensor] = _no_embeddings  # (m, H) the labelled set
+    # (K, n, L) p(label | prompt) of the tuned model over each candidate's closed label set,
+    # K Monte-Carlo passes (1 without), rows padded with 0 (uncertainty.py, closed label sets)
+    labels: Callable[[], torch.Tensor] = _no_labels
     dynamic_w0: float = 0.1
     dynamic_step: float = 0.1
     star_measure: str = "pe"
@@ -61,6 +72,7 @@ class Strategy:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # config paths it sets if unset
     reads_model: bool = True  # False: needs no forward pass (candidate subsampling skips it)
     selector: str = "top"  # a key of SELECTORS
+    min_passes: int = 1  # Monte-Carlo passes it needs to mean anything (BALD: 2)
 
     def choose(self, signals: Signals, ids: Sequence[str], size: int) -> list[Selected]:
         """Up to `size` of the candidates `ids` (in the signals' order), labelled-first order."""
@@ -99,6 +111,7 @@ def register(
     defaults: Mapping[str, Any] | None = None,
     reads_model: bool = True,
     selector: str = "top",
+    min_passes: int = 1,
 ):
     """Register `fn(signals) -> (n,) scores` under `name` (user strategies too)."""
 
@@ -107,7 +120,9 @@ def register(
             raise ValueError(f"strategy {name!r} is already registered")
         if selector not in SELECTORS:
             raise ValueError(f"unknown selector {selector!r}; choose from {', '.join(SELECTORS)}")
-        STRATEGIES[name] = Strategy(name, help, fn, dict(defaults or {}), reads_model, selector)
+        STRATEGIES[name] = Strategy(
+            name, help, fn, dict(defaults or {}), reads_model, selector, min_passes
+        )
         return fn
 
     return wrap
@@ -161,6 +176,7 @@ register(
     "bald",
     "mutual information (BALD) over Monte-Carlo dropout passes of the tuned model",
     defaults={"uncertainty.mc_passes": 3},
+    min_passes=2,
 )(lambda s: s.tuned().bald)
 register(
     "star",
@@ -202,6 +218,38 @@ for _base in ("pe", "entropy", "star", "star-ifd"):
             selector=_selector,
         )(_s.score)
 
+# Closed label sets: the tuned model's distribution over the labels (option likelihood)
+LABEL_MEASURES: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "least-confidence": (
+        "least confidence 1 − p₁ of the label distribution",
+        lambda p: least_confidence(p.mean(0)),
+    ),
+    "margin": (
+        "margin (breaking ties): the smallest gap p₁ − p₂ between the two likeliest labels first",
+        lambda p: -margin(p.mean(0)),
+    ),
+    "label-entropy": ("entropy of the label distribution", lambda p: label_entropy(p.mean(0))),
+    "label-bald": ("BALD over Monte-Carlo dropout passes of the label distribution", label_bald),
+}
+
+
+def on_labels(measure: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Signals], torch.Tensor]:
+    return lambda s: measure(s.labels())
+
+
+for _m, (_what, _measure) in LABEL_MEASURES.items():
+    _passes = {"uncertainty.mc_passes": 3} if _m == "label-bald" else {}
+    _least = 2 if _m == "label-bald" else 1
+    register(_m, f"{_what}; closed label sets", _passes, min_passes=_least)(on_labels(_measure))
+    for _selector, _how in _SELECTOR_NAMES.items():
+        register(
+            f"{_m}-{_selector}",
+            f"{_m}, {_how}; closed label sets",
+            {**_passes, "loop.init_by": "strategy"},
+            selector=_selector,
+            min_passes=_least,
+        )(on_labels(_measure))
+
 
 def configure(config: RunConfig) -> RunConfig:
     """A config ready to run: its strategy checked and the options it leaves unset filled in
@@ -211,8 +259,11 @@ def configure(config: RunConfig) -> RunConfig:
             f"unknown strategy {config.strategy!r}; choose from: {', '.join(STRATEGIES)}"
         )
     config = with_defaults(config, STRATEGIES[config.strategy].defaults)
-    if config.strategy == "bald" and config.uncertainty.mc_passes < 2:
-        raise ConfigError("strategy bald needs uncertainty.mc_passes of at least 2")
+    least = STRATEGIES[config.strategy].min_passes
+    if config.uncertainty.mc_passes < least:
+        raise ConfigError(
+            f"strategy {config.strategy} needs uncertainty.mc_passes of at least {least}"
+        )
     return config
 
 

@@ -10,6 +10,15 @@ Measures (method.md §4, Zhang et al. 2024), for an answer y₁…y_T and p_t = 
     ME   = Σ_t H(p_t),  H(p) = −Σ_v p_v log p_v     token ("maximum") entropy
     BALD = Σ_t [ H(mean_k p_t^k) − mean_k H(p_t^k) ] mutual information over K MC passes
 Sums follow the paper; `reduce_by_row(..., mean=True)` gives the length-normalised variant.
+
+Closed label sets (a task's labels, an item's choices) have a distribution p over the labels,
+p(label | prompt) renormalised over the set (option likelihood, as evaluation reads it); the
+classic classification measures read it (Schröder et al. 2022, arXiv 2107.05687; Settles 2009):
+    least confidence  1 − p₍₁₎
+    margin            p₍₁₎ − p₍₂₎ (breaking ties: the smallest first)
+    label entropy     −Σ_l p_l log p_l
+    label BALD        H(mean_k p^k) − mean_k H(p^k) over K MC-dropout passes
+Rows of items with fewer labels than the widest are padded with probability 0.
 """
 
 from __future__ import annotations
@@ -110,6 +119,31 @@ def dynamic_mix_authors(tuned: torch.Tensor, base: torch.Tensor, weight: float) 
     outweighs the base term's [0, 1], so λ barely matters. tuned, base: (n,) -> (n,)
     """
     return weight * tuned + (1.0 - weight) * normalise(base)
+
+
+def least_confidence(probs: torch.Tensor) -> torch.Tensor:
+    """1 − p₍₁₎: how far the most likely label is from certain. probs: (n, L) -> (n,)"""
+    return 1.0 - probs.max(-1).values
+
+
+def margin(probs: torch.Tensor) -> torch.Tensor:
+    """p₍₁₎ − p₍₂₎, the gap between the two most likely labels (small = a near tie).
+    probs: (n, L), L ≥ 2 (padded rows count a missing label as 0) -> (n,)"""
+    if probs.shape[-1] < 2:  # one label: nothing to tie with
+        return probs[:, 0]
+    top = probs.topk(2, dim=-1).values  # (n, 2)
+    return top[:, 0] - top[:, 1]
+
+
+def label_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """−Σ_l p_l log p_l with 0·log 0 = 0. probs: (..., L) -> (...)"""
+    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
+
+
+def label_bald(probs: torch.Tensor) -> torch.Tensor:
+    """Mutual information between the label and the dropout mask: H(mean_k p^k) − mean_k H(p^k),
+    ≥ 0, 0 when all K passes agree (Houlsby et al. 2011). probs: (K, n, L) -> (n,)"""
+    return (label_entropy(probs.mean(0)) - label_entropy(probs).mean(0)).clamp_min(0.0)
 
 
 @dataclass(frozen=True)
