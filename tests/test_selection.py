@@ -91,3 +91,15 @@ def test_weighted_kmeanspp_starts_at_the_highest_score_without_labels():
     picks = weighted_kmeanspp(POINTS, NONE, torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0]), 2, g())
     assert picks[0] == 4
     assert picks == weighted_kmeanspp(POINTS, NONE, torch.tensor([0.0, 0, 0, 0, 1, 0]), 2, g())
+
+
+def test_badge_starts_at_the_largest_norm_and_spreads():
+    from star.method.selection import badge
+
+    x = torch.tensor([[0.1, 0.0], [3.0, 0.0], [2.9, 0.1], [0.0, 2.0], [0.0, 0.1]])
+    picks = badge(x, 3, torch.Generator().manual_seed(0))
+    assert picks[0] == 1 and len(set(picks)) == 3
+    assert 2 not in picks[:2]  # the near-duplicate of the first pick is all but never next
+    assert picks == badge(x, 3, torch.Generator().manual_seed(0))
+    assert sorted(badge(x, 9, torch.Generator().manual_seed(0))) == [0, 1, 2, 3, 4]
+    assert badge(torch.zeros(3, 2), 2, torch.Generator().manual_seed(0)) == [0, 1]

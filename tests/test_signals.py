@@ -13,7 +13,7 @@ from star.engine import signals as signals_module
 from star.engine.batching import Encoded
 from star.engine.cache import SignalCache
 from star.engine.scoring import embed, score
-from star.engine.signals import PoolSignals, subsample
+from star.engine.signals import PoolSignals
 from star.method.strategies import STRATEGIES
 
 SETTINGS = signal_settings(mc_passes=3)
@@ -200,15 +200,6 @@ def test_two_stage_mc_runs_k_passes_only_over_the_top_m(tuned, monkeypatch):
     assert torch.equal(everything.pe, exact.pe) and torch.equal(everything.bald, exact.bald)
 
 
-def test_subsample_is_seeded_sorted_and_all_when_unset():
-    a = subsample(10, 4, torch.Generator().manual_seed(3))
-    assert a == subsample(10, 4, torch.Generator().manual_seed(3))
-    assert len(a) == 4 and a == sorted(a) and len(set(a)) == 4
-    assert a != subsample(10, 4, torch.Generator().manual_seed(4))
-    assert subsample(10, None, torch.Generator()) == list(range(10))
-    assert subsample(3, 5, torch.Generator()) == [0, 1, 2]
-
-
 def test_merged_passes_equal_unmerged_and_leave_the_base_bit_identical(tuned):
     model, tok = tuned
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
@@ -274,3 +265,33 @@ def test_label_measures_refuse_free_answers(tuned, monkeypatch):
     )
     with pytest.raises(ConfigError, match="closed label set"):
         STRATEGIES["margin"].score(signals_of(pool))
+
+
+def test_answer_and_gradient_embeddings_of_candidates_and_labelled(tuned, monkeypatch):
+    """The answer embedding is the tuned model's state at the last prompt token; the gradient
+    embedding (p − onehot(ŷ)) ⊗ h with p the label distribution, for the labelled ones too."""
+    from star.method.uncertainty import gradient_embedding
+
+    model, _ = tuned
+    spy = Spy(monkeypatch)
+    labelled = [x.prompt_ids for x in items(3, seed=1)]
+    pool = PoolSignals(
+        model,
+        items(5),
+        0,
+        dataclasses.replace(SETTINGS, mc_passes=1),
+        spy.answer,
+        lambda kind: pytest.fail("no base model"),
+        labeled=labelled,
+        options=[[[11], [12], [13]]] * 5,
+        labeled_options=[[[11], [12]]] * 3,
+    )
+    signals = signals_of(pool)
+    mine, theirs = signals.answer_embeddings()
+    prompts = [x.prompt_ids for x in items(5)]
+    assert torch.allclose(mine, embed(model, prompts, 0, 64, last=True), atol=1e-5)
+    assert theirs.shape == (3, mine.shape[1]) and spy.scored == []
+    g, known = signals.gradient_embeddings()
+    assert g.shape == (5, 3 * mine.shape[1]) and known.shape == (3, 3 * mine.shape[1])
+    assert torch.allclose(g, gradient_embedding(signals.labels()[0], mine))
+    assert known.reshape(3, 3, -1)[:, 2].abs().sum() == 0  # two labels: the third block empty

@@ -40,7 +40,8 @@ def run_picks(out) -> list[list[str]]:
         {"strategy": "pe-kmeanspp"},  # spreading; round 0 chosen by the strategy on the base
         {"strategy": "pe"},  # the tuned model's uncertainty, top-k; round 0 random
         {"strategy": "star", "loop.max_candidates": 24},  # MC dropout, base model, subsampled
-        {"strategy": "label-bald-kmeanspp"},  # the label distribution over MC passes, spread
+        # the label distribution over MC passes, spread on gradient embeddings (BADGE's)
+        {"strategy": "label-bald-kmeanspp", "uncertainty.embedding": "gradient"},
     ],
     ids=["pe-kmeanspp", "pe", "star", "label-bald-kmeanspp"],
 )

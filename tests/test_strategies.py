@@ -65,6 +65,8 @@ def fake_signals(n: int, seed: int = 0, round: int = 0) -> Signals:
         embeddings=lambda: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)),
         labeled_embeddings=lambda: torch.randn(2, 8, generator=torch.Generator().manual_seed(9)),
         labels=lambda: label_passes(n),
+        answer_embeddings=lambda: (torch.eye(n, 8), torch.zeros(1, 8)),
+        gradient_embeddings=lambda: (torch.arange(n * 4.0).reshape(n, 4), torch.zeros(0, 4)),
     )
 
 
@@ -106,6 +108,7 @@ def test_registry_holds_the_papers_strategies():
             for m in ("least-confidence", "margin", "label-entropy", "label-bald")
             for v in ("", "-cluster", "-kmeanspp")
         ),
+        "badge",
     ]
     assert STRATEGIES["star"].defaults == {"uncertainty.mc_passes": 3, "train.b_decay": 0.5}
     assert STRATEGIES["star-cluster"].defaults == {
@@ -212,3 +215,16 @@ def test_the_label_measures_read_the_label_distribution():
     assert STRATEGIES["label-bald"].score(s)[0] > 0.1  # only candidate 0's passes disagree
     assert STRATEGIES["label-bald"].min_passes == STRATEGIES["bald"].min_passes == 2
     assert STRATEGIES["margin-kmeanspp"].defaults == {"loop.init_by": "strategy"}
+
+
+def test_the_spreading_selectors_measure_the_chosen_embedding():
+    import dataclasses
+
+    s = fake_signals(5)
+    assert torch.equal(s.vectors()[0], s.embeddings())
+    assert torch.equal(dataclasses.replace(s, embedding="answer").vectors()[0], torch.eye(5, 8))
+    gradient = dataclasses.replace(s, embedding="gradient")
+    assert gradient.vectors()[0].shape == (5, 4)
+    assert STRATEGIES["badge"].defaults == {"uncertainty.embedding": "gradient"}
+    picks = STRATEGIES["badge"].choose(gradient, [f"id{i}" for i in range(5)], 2)
+    assert picks[0].id == "id4"  # the largest gradient norm first

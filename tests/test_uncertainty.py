@@ -9,6 +9,7 @@ from star.method.uncertainty import (
     dynamic_mix,
     dynamic_weight,
     flatten_masked,
+    gradient_embedding,
     instruction_difficulty,
     label_bald,
     label_entropy,
@@ -134,3 +135,11 @@ def test_label_bald_is_disagreement_between_passes():
     assert label_bald(unsure_alike).tolist() == pytest.approx([0.0])
     one_label = torch.tensor([[1.0], [0.2]])
     assert margin(one_label).tolist() == pytest.approx([1.0, 0.2])
+
+
+def test_the_gradient_embedding_is_the_residual_times_the_state():
+    """(p − onehot(ŷ)) ⊗ h: ŷ = label 0 here, so the residual is (−0.3, 0.3)."""
+    g = gradient_embedding(torch.tensor([[0.7, 0.3]]), torch.tensor([[1.0, 2.0]]))
+    assert g[0].tolist() == pytest.approx([-0.3, -0.6, 0.3, 0.6])
+    sure = gradient_embedding(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))
+    assert sure.abs().sum() == 0  # a certain prediction has nothing to learn

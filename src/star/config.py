@@ -178,6 +178,14 @@ class UncertaintyConfig:
     dynamic_w0: float = _opt(0.1, "dynamic strategies: weight of the tuned model in round 0")
     dynamic_step: float = _opt(0.1, "dynamic strategies: weight added per round (capped at 1)")
     star_measure: str = _opt("pe", "measure STAR mixes dynamically", choices=("pe", "entropy"))
+    embedding: str | None = _opt(
+        None,
+        "what the spreading selectors (cluster, k-means++, badge) measure distances on: prompt "
+        "(the base model's mean-pooled prompt), answer (the tuned model's hidden state where the "
+        "answer starts), gradient (BADGE's gradient embedding of the label loss, closed label "
+        "sets); unset: the strategy's default (gradient for badge, prompt otherwise)",
+        choices=("prompt", "answer", "gradient"),
+    )
     mc_top: int | None = _opt(
         None,
         "approximation, two-stage MC: one deterministic pass over every candidate, the K "
@@ -322,6 +330,7 @@ STRATEGY_SET = {
     "uncertainty.target": "gold",
     "uncertainty.length_norm": False,
     "loop.init_by": "random",
+    "uncertainty.embedding": "prompt",
 }
 
 

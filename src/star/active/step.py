@@ -215,7 +215,8 @@ class Learner:
             lambda kind: self.base_cache(kind, settings),
             answer_keys=[self._options_key(e) for e in candidates],
             labeled=[x.prompt_ids for x in self.encode(covered)],
-            options=[o[1] if (o := self.options(e)) else None for e in candidates],
+            options=[self._option_ids_of(e) for e in candidates],
+            labeled_options=[self._option_ids_of(e) for e in covered],
         )
         u = self.config.uncertainty
         signals = source.signals(
@@ -224,9 +225,14 @@ class Learner:
             dynamic_w0=u.dynamic_w0,
             dynamic_step=u.dynamic_step,
             star_measure=u.star_measure,
+            embedding=u.embedding,
         )
         chosen = strategy.choose(signals, [e.id for e in candidates], want)
         return Choice(chosen, answered, len(candidates))
+
+    def _option_ids_of(self, example: Example) -> list[list[int]] | None:
+        found = self.options(example)
+        return found[1] if found else None
 
     def _options_key(self, example: Example) -> list[int]:
         """What besides the prompt decides a label-free answer: the label set (a cache key)."""

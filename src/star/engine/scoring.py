@@ -106,12 +106,19 @@ def score(
 
 @torch.inference_mode()
 def embed(
-    model, prompts: list[list[int]], pad_id: int, batch_tokens: int, desc: str = "embedding"
+    model,
+    prompts: list[list[int]],
+    pad_id: int,
+    batch_tokens: int,
+    desc: str = "embedding",
+    last: bool = False,
 ) -> torch.Tensor:
-    """Each prompt's mean-pooled final hidden state: what the selectors cluster on.
+    """Each prompt's final hidden state, mean-pooled over its tokens (what the selectors cluster
+    prompts on), or with `last` the state at its last token, where the answer starts (what the
+    head reads to predict the answer: class-aware, for a tuned model).
 
-    prompts: n token-id lists; returns (n, H) fp32. Right padding; the mask keeps pads out of
-    the mean, so a prompt's embedding does not depend on its batch.
+    prompts: n token-id lists; returns (n, H) fp32. Right padding; the mask keeps pads out, so
+    a prompt's embedding does not depend on its batch.
     """
     on = next(model.parameters()).device
     hidden_size = causal_lm(model).config.hidden_size
@@ -120,8 +127,12 @@ def embed(
     for index in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
         batch = collate([Encoded(prompts[i], []) for i in index], pad_id).to(on)
         hidden = final_states(model, batch).float()  # (B, T, H)
-        mask = batch.attention_mask[..., None].float()  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+        if last:
+            end = batch.attention_mask.sum(1) - 1  # (B,) each row's last real position
+            pooled = hidden[torch.arange(len(index), device=on), end]  # (B, H)
+        else:
+            mask = batch.attention_mask[..., None].float()  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         out[torch.tensor(index)] = pooled.cpu()
         crash_point("embed batch")
     return out

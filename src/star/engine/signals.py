@@ -8,7 +8,8 @@ every run on the machine. Two approximations are options, both off unless asked 
   - two-stage Monte-Carlo (`mc_top` = M): one deterministic pass over every candidate, the K
     dropout passes only over the M it ranks most uncertain; the others keep their
     deterministic PE/ME and a BALD of 0;
-  - candidate subsampling (`subsample`): score a seeded random subset of the candidates.
+  - candidate subsampling (`loop.max_candidates`, drawn by the step): score a seeded random
+    subset of the candidates.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from star.engine.options import option_logprobs
 from star.engine.scoring import causal_lm, embed, score
 from star.errors import ConfigError
 from star.method.strategies import Signals
-from star.method.uncertainty import SequenceScores
+from star.method.uncertainty import SequenceScores, gradient_embedding
 
 # answer(model, positions, base): the model's answers (token ids) to the candidates at these
 # positions; `base` is True when the adapter is switched off for them
@@ -68,11 +69,13 @@ class SignalSettings:
         )
 
 
-def subsample(n: int, size: int | None, generator: torch.Generator) -> list[int]:
-    """Positions of a seeded random subset of `size` of n candidates, in order (all if None)."""
-    if size is None or size >= n:
-        return list(range(n))
-    return sorted(torch.randperm(n, generator=generator)[:size].tolist())
+def _closed(options: Sequence[list[list[int]] | None]) -> None:
+    if any(o is None for o in options):
+        raise ConfigError(
+            "this strategy reads the distribution over a closed label set, and some "
+            "examples have free answers: give the task its labels (--labels) or every "
+            "item its choices, or choose a strategy for free answers"
+        )
 
 
 def base_cache(
@@ -120,7 +123,8 @@ class PoolSignals:
       strategy reads `base()` or `embeddings()`
     labeled: the labelled examples' prompts (token ids), for `labeled_embeddings()`
     options: (n,) each candidate's labels as token ids (`options.option_ids`), or None where it
-      has no closed label set, for `labels()`
+      has no closed label set, for `labels()`; labeled_options: the same of the labelled
+      examples, for their gradient embeddings
     """
 
     def __init__(
@@ -134,12 +138,16 @@ class PoolSignals:
         answer_keys: Sequence[list[int]] | None = None,
         labeled: Sequence[list[int]] = (),
         options: Sequence[list[list[int]] | None] | None = None,
+        labeled_options: Sequence[list[list[int]] | None] | None = None,
     ):
         self.model, self.items, self.pad_id, self.s = model, items, pad_id, settings
         self.answer, self.cache = answer, cache
         self.answer_keys = answer_keys or [[] for _ in items]
         self.labeled = list(labeled)
         self.options = list(options) if options is not None else [None] * len(items)
+        self.labeled_options = (
+            list(labeled_options) if labeled_options is not None else [None] * len(self.labeled)
+        )
         self.adapted = hasattr(model, "disable_adapter")
         self.tuned = functools.cache(self._tuned)
         self.base = functools.cache(self._base)
@@ -148,6 +156,9 @@ class PoolSignals:
         self.tuned_answers = functools.cache(self._tuned_answers)
         self._embedded = functools.cache(self._embed_all)
         self.labels = functools.cache(self._labels)
+        self._fixed_labels = functools.cache(self._deterministic_labels)
+        self.answer_embeddings = functools.cache(self._answer_states)
+        self.gradient_embeddings = functools.cache(self._gradients)
 
     def signals(self, round: int, generator: torch.Generator, **mix) -> Signals:
         return Signals(
@@ -160,6 +171,8 @@ class PoolSignals:
             embeddings=lambda: self._embedded()[: len(self.items)],
             labeled_embeddings=lambda: self._embedded()[len(self.items) :],
             labels=self.labels,
+            answer_embeddings=self.answer_embeddings,
+            gradient_embeddings=self.gradient_embeddings,
             **mix,
         )
 
@@ -217,23 +230,25 @@ class PoolSignals:
         """(K, n, L) p(label | prompt) of the tuned model, renormalised over each candidate's
         labels (what `evaluate_options` reads), K Monte-Carlo passes when the adapter has
         dropout and K > 1; rows padded with 0 to the widest label set."""
-        if any(o is None for o in self.options):
-            raise ConfigError(
-                "this strategy reads the distribution over a closed label set, and some "
-                "candidates have free answers: give the task its labels (--labels) or every "
-                "item its choices, or choose a strategy for free answers"
-            )
         passes = self.s.mc_passes if self.adapted else 1  # no dropout before any training
         if passes == 1:
-            with models.merged(self.model, self.s.merge and self.adapted):
-                return self._label_pass()[None]
+            return self._fixed_labels()[None]
+        _closed(self.options)
         torch.manual_seed(self.s.mc_seed)  # the dropout masks
         with models.mc_dropout(self.model):
-            return torch.stack([self._label_pass() for _ in range(passes)])
+            return torch.stack([self._label_pass(self.items, self.options) for _ in range(passes)])
 
-    def _label_pass(self) -> torch.Tensor:
-        """(n, L) one pass's label distributions."""
-        pairs = list(zip(self.items, self.options, strict=True))
+    def _deterministic_labels(self) -> torch.Tensor:
+        """(n, L) the candidates' label distributions from one deterministic pass."""
+        _closed(self.options)
+        with models.merged(self.model, self.s.merge and self.adapted):
+            return self._label_pass(self.items, self.options)
+
+    def _label_pass(
+        self, items: Sequence[Encoded], options: Sequence[list[list[int]] | None]
+    ) -> torch.Tensor:
+        """(n, L) one pass's label distributions of `items` over their `options`."""
+        pairs = list(zip(items, options, strict=True))
         logp = distributed.map_shards(
             pairs,
             lambda part: option_logprobs(
@@ -245,10 +260,41 @@ class PoolSignals:
             ),
             distributed.concat,
         )
-        out = torch.zeros(len(logp), max(len(o) for o in self.options))  # (n, L)
+        out = torch.zeros(len(logp), max((len(o) for o in options), default=0))  # (n, L)
         for row, values in zip(out, logp, strict=True):
             row[: len(values)] = torch.softmax(values, -1)
         return out
+
+    def _answer_states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((n, H), (m, H)): the tuned model's state at the last prompt token, where the answer
+        starts, of the candidates and the labelled examples."""
+        prompts = [x.prompt_ids for x in self.items] + self.labeled
+        with models.merged(self.model, self.s.merge and self.adapted):
+            states = distributed.map_shards(
+                prompts,
+                lambda part: embed(
+                    self.model, part, self.pad_id, self.s.batch_tokens, "answer states", True
+                ),
+                torch.cat,
+            )
+        return states[: len(self.items)], states[len(self.items) :]
+
+    def _gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((n, L·H), (m, L·H)) BADGE's gradient embeddings of candidates and labelled examples:
+        each with its own label distribution and the model's prediction as the target."""
+        candidates, labelled = self.answer_embeddings()
+        _closed(self.labeled_options)
+        with models.merged(self.model, self.s.merge and self.adapted):
+            known = self._label_pass(
+                [Encoded(p, []) for p in self.labeled], self.labeled_options
+            )  # (m, L')
+        mine = self._fixed_labels()  # (n, L)
+        width = max(mine.shape[1], known.shape[1])
+        pad = lambda p: torch.nn.functional.pad(p, (0, width - p.shape[1]))  # noqa: E731
+        return (
+            gradient_embedding(pad(mine), candidates),
+            gradient_embedding(pad(known), labelled),
+        )
 
     # ------------------------------------------------------------------ base model
     def _base(self) -> SequenceScores:

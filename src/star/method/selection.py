@@ -7,7 +7,9 @@ into k picks:
     clusters the labelled set does not cover first, the best-scored candidate in each;
   - `weighted_kmeanspp`: k-means++ seeding with each candidate's squared distance to the
     nearest labelled or already picked example weighted by its score (BADGE's sampling,
-    Ash et al. 2020, on prompt embeddings instead of gradient embeddings).
+    Ash et al. 2020, on any embedding);
+  - `badge`: BADGE itself, k-means++ seeding on raw gradient embeddings (their norm is the
+    uncertainty, so no score and no normalising).
 Spreading the budget is what the low-budget literature finds missing from uncertainty alone
 (TypiClust, Hacohen et al. 2022; Cluster-Margin, Citovsky et al. 2021): top-k spends a batch on
 near-duplicates of one hard kind. Every function is deterministic given its generator.
@@ -169,3 +171,27 @@ def weighted_kmeanspp(
     weight = (values - low) / (high - low) if high > low else torch.ones_like(values)
     m = labeled.shape[0]
     return kmeanspp_seeds(points[m:], k, generator, weight + 0.05, fixed=points[:m])
+
+
+def badge(x: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
+    """BADGE's batch (Ash et al. 2020): k-means++ seeding on the raw embeddings, the first pick
+    the largest norm, each next drawn ∝ D² to the nearest pick so far.
+
+    x: (n, d) gradient embeddings; returns min(k, n) distinct positions in pick order.
+    """
+    x = x.float()
+    n = x.shape[0]
+    if min(k, n) == 0:
+        return []
+    picks = [int(torch.argmax(x.norm(dim=1)))]
+    nearest = squared_distances(x, x[picks])[:, 0]  # (n,)
+    while len(picks) < min(k, n):
+        p = nearest.clone()
+        p[picks] = 0.0
+        if p.sum() > 0:
+            i = int(torch.multinomial(p.double(), 1, generator=generator))
+        else:  # every point on a pick already: the first free one
+            i = next(j for j in range(n) if j not in picks)
+        picks.append(i)
+        nearest = torch.minimum(nearest, squared_distances(x, x[i : i + 1])[:, 0])
+    return picks

@@ -44,6 +44,13 @@ def _no_labels() -> torch.Tensor:
     raise ValueError("this source of signals has no label distributions")
 
 
+def _no_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    raise ValueError("this source of signals has no such embeddings")
+
+
+EMBEDDINGS = ("prompt", "answer", "gradient")  # what the spreading selectors can measure
+
+
 @dataclass(frozen=True)
 class Signals:
     """What a strategy may look at, for the n candidates in a fixed order."""
@@ -59,9 +66,22 @@ class Signals:
     # (K, n, L) p(label | prompt) of the tuned model over each candidate's closed label set,
     # K Monte-Carlo passes (1 without), rows padded with 0 (uncertainty.py, closed label sets)
     labels: Callable[[], torch.Tensor] = _no_labels
+    # ((n, H), (m, H)) the tuned model's state where the answer starts, candidates and labelled
+    answer_embeddings: Callable[[], tuple[torch.Tensor, torch.Tensor]] = _no_pair
+    # ((n, L·H), (m, L·H)) BADGE's gradient embeddings (uncertainty.gradient_embedding)
+    gradient_embeddings: Callable[[], tuple[torch.Tensor, torch.Tensor]] = _no_pair
+    embedding: str = "prompt"  # what the spreading selectors measure (one of EMBEDDINGS)
     dynamic_w0: float = 0.1
     dynamic_step: float = 0.1
     star_measure: str = "pe"
+
+    def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, d) candidates and (m, d) labelled examples in the chosen embedding."""
+        if self.embedding == "prompt":
+            return self.embeddings(), self.labeled_embeddings()
+        if self.embedding == "answer":
+            return self.answer_embeddings()
+        return self.gradient_embeddings()
 
 
 @dataclass(frozen=True)
@@ -86,15 +106,14 @@ Selector = Callable[[Signals, torch.Tensor, int, Sequence[str]], list[int]]
 
 
 def _spread(select) -> Selector:
-    return lambda s, scores, k, _: select(
-        s.embeddings(), s.labeled_embeddings(), scores, k, s.generator
-    )
+    return lambda s, scores, k, _: select(*s.vectors(), scores, k, s.generator)
 
 
 SELECTORS: dict[str, Selector] = {
     "top": lambda _, scores, k, ids: selection.top_k(scores, k, ties=ids),
     "cluster": _spread(selection.cluster_stratified),
     "kmeanspp": _spread(selection.weighted_kmeanspp),
+    "badge": lambda s, _, k, __: selection.badge(s.vectors()[0], k, s.generator),
 }
 _SELECTOR_NAMES = {
     "cluster": "spread over k-means clusters of the prompts, uncovered clusters first",
@@ -249,6 +268,15 @@ for _m, (_what, _measure) in LABEL_MEASURES.items():
             selector=_selector,
             min_passes=_least,
         )(on_labels(_measure))
+
+
+register(
+    "badge",
+    "BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings of the label loss, "
+    "uncertain and diverse at once; closed label sets",
+    {"uncertainty.embedding": "gradient"},
+    selector="badge",
+)(lambda s: torch.zeros(s.size))
 
 
 def configure(config: RunConfig) -> RunConfig:

@@ -146,6 +146,20 @@ def label_bald(probs: torch.Tensor) -> torch.Tensor:
     return (label_entropy(probs.mean(0)) - label_entropy(probs).mean(0)).clamp_min(0.0)
 
 
+def gradient_embedding(probs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """BADGE's gradient embedding (Ash et al. 2020) for a head over the labels: the gradient of
+    the label loss with the model's own prediction ŷ as the target, with respect to the head's
+    weights, (p − onehot(ŷ)) ⊗ h. Its norm grows with uncertainty, its direction with the
+    predicted class and the example's representation.
+
+    probs: (n, L) label distributions; hidden: (n, H) states where the answer starts
+    returns: (n, L·H) fp32
+    """
+    probs, hidden = probs.float(), hidden.float()
+    residual = probs - torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).float()
+    return (residual[:, :, None] * hidden[:, None, :]).flatten(1)  # (n, L, H) -> (n, L·H)
+
+
 @dataclass(frozen=True)
 class SequenceScores:
     """Per-example uncertainty inputs, in the order of the examples given."""
