@@ -295,3 +295,5 @@ def test_answer_and_gradient_embeddings_of_candidates_and_labelled(tuned, monkey
     assert g.shape == (5, 3 * mine.shape[1]) and known.shape == (3, 3 * mine.shape[1])
     assert torch.allclose(g, gradient_embedding(signals.labels()[0], mine))
     assert known.reshape(3, 3, -1)[:, 2].abs().sum() == 0  # two labels: the third block empty
+    theirs_probs = signals.labeled_labels()
+    assert theirs_probs.shape == (3, 2) and torch.allclose(theirs_probs.sum(1), torch.ones(3))

@@ -65,6 +65,7 @@ def fake_signals(n: int, seed: int = 0, round: int = 0) -> Signals:
         embeddings=lambda: torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)),
         labeled_embeddings=lambda: torch.randn(2, 8, generator=torch.Generator().manual_seed(9)),
         labels=lambda: label_passes(n),
+        labeled_labels=lambda: torch.tensor([[0.45, 0.45, 0.1]]),
         answer_embeddings=lambda: (torch.eye(n, 8), torch.zeros(1, 8)),
         gradient_embeddings=lambda: (torch.arange(n * 4.0).reshape(n, 4), torch.zeros(0, 4)),
     )
@@ -108,6 +109,7 @@ def test_registry_holds_the_papers_strategies():
             for m in ("least-confidence", "margin", "label-entropy", "label-bald")
             for v in ("", "-cluster", "-kmeanspp")
         ),
+        "cal",
         "badge",
     ]
     assert STRATEGIES["star"].defaults == {"uncertainty.mc_passes": 3, "train.b_decay": 0.5}
@@ -228,3 +230,9 @@ def test_the_spreading_selectors_measure_the_chosen_embedding():
     assert STRATEGIES["badge"].defaults == {"uncertainty.embedding": "gradient"}
     picks = STRATEGIES["badge"].choose(gradient, [f"id{i}" for i in range(5)], 2)
     assert picks[0].id == "id4"  # the largest gradient norm first
+
+
+def test_cal_ranks_the_candidates_predicted_unlike_their_labelled_neighbour():
+    # one labelled example predicted [0.45, 0.45, 0.1]: candidate 0's mean passes differ most
+    scores = STRATEGIES["cal"].score(fake_signals(4))
+    assert int(scores.argmax()) == 0 and (scores >= 0).all()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from star.method.uncertainty import (
+    contrastive_divergence,
     dynamic_mix,
     dynamic_weight,
     flatten_masked,
@@ -143,3 +144,18 @@ def test_the_gradient_embedding_is_the_residual_times_the_state():
     assert g[0].tolist() == pytest.approx([-0.3, -0.6, 0.3, 0.6])
     sure = gradient_embedding(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))
     assert sure.abs().sum() == 0  # a certain prediction has nothing to learn
+
+
+def test_cal_scores_a_candidate_by_its_labelled_neighbours_predictions():
+    """KL(p_neighbour ‖ p_candidate), mean over the nearest labelled: a candidate predicted as
+    its neighbours are scores 0; one that disagrees, KL by hand."""
+    probs = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    labelled = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    x, lx = torch.tensor([[0.0], [0.1]]), torch.tensor([[0.0], [5.0]])
+    got = contrastive_divergence(probs, labelled, x, lx, neighbours=1)
+    kl = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    assert got.tolist() == pytest.approx([kl, 0.0])
+    both = contrastive_divergence(probs, labelled, x, lx, neighbours=10)  # k capped at m = 2
+    second = 0.2 * math.log(0.2 / 0.5) + 0.8 * math.log(0.8 / 0.5)
+    assert both[0].item() == pytest.approx((kl + second) / 2)
+    assert contrastive_divergence(probs, labelled[:0], x, lx[:0]).tolist() == [0.0, 0.0]

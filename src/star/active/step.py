@@ -27,6 +27,7 @@ from star.engine.generate import answer_length
 from star.engine.options import option_ids
 from star.engine.signals import PoolSignals, SignalSettings, base_cache
 from star.engine.train import train_adapter
+from star.errors import ConfigError
 from star.method import stopping
 from star.method.strategies import STRATEGIES, Selected
 from star.seeds import (
@@ -162,6 +163,20 @@ class Learner:
         return stopping.to_rows([e.id for e in stop_set], now)
 
     # ------------------------------------------------------------------ choosing
+    def check_strategy(self, examples: Sequence[Example]) -> None:
+        """Refuse, before any work, a strategy that reads label distributions (or gradient
+        embeddings) on examples of which some have a free answer."""
+        strategy = STRATEGIES[self.config.strategy]
+        reads = strategy.closed_labels or self.config.uncertainty.embedding == "gradient"
+        free = sum(not self.labels_of(e) for e in examples)
+        if reads and free:
+            raise ConfigError(
+                f"strategy {strategy.name} (embedding {self.config.uncertainty.embedding}) reads "
+                f"the distribution over a closed label set, and {free} of {len(examples)} "
+                "examples have free answers: give the task its labels (--labels) or every item "
+                "its choices, or choose a strategy for free answers"
+            )
+
     def chooses_first_batch(self) -> bool:
         """Whether the strategy, not a seeded random draw, picks before any training."""
         return self.config.loop.init_by == "strategy" and self.config.strategy != "random"
@@ -180,6 +195,7 @@ class Learner:
         covered: the examples already labelled (or waiting for a label): a spreading selector
         avoids their neighbourhoods, and free answers are as long as their targets need.
         """
+        self.check_strategy(unlabelled)
         seed = self.config.seed
         if after_round < 0 and not self.chooses_first_batch():  # the paper's random start
             picks = subset(len(unlabelled), want, generator(seed, 0, INIT))

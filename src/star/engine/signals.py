@@ -157,6 +157,7 @@ class PoolSignals:
         self._embedded = functools.cache(self._embed_all)
         self.labels = functools.cache(self._labels)
         self._fixed_labels = functools.cache(self._deterministic_labels)
+        self.labeled_labels = functools.cache(self._labeled_labels)
         self.answer_embeddings = functools.cache(self._answer_states)
         self.gradient_embeddings = functools.cache(self._gradients)
 
@@ -171,6 +172,7 @@ class PoolSignals:
             embeddings=lambda: self._embedded()[: len(self.items)],
             labeled_embeddings=lambda: self._embedded()[len(self.items) :],
             labels=self.labels,
+            labeled_labels=self.labeled_labels,
             answer_embeddings=self.answer_embeddings,
             gradient_embeddings=self.gradient_embeddings,
             **mix,
@@ -265,6 +267,12 @@ class PoolSignals:
             row[: len(values)] = torch.softmax(values, -1)
         return out
 
+    def _labeled_labels(self) -> torch.Tensor:
+        """(m, L') the labelled examples' label distributions, one deterministic pass."""
+        _closed(self.labeled_options)
+        with models.merged(self.model, self.s.merge and self.adapted):
+            return self._label_pass([Encoded(p, []) for p in self.labeled], self.labeled_options)
+
     def _answer_states(self) -> tuple[torch.Tensor, torch.Tensor]:
         """((n, H), (m, H)): the tuned model's state at the last prompt token, where the answer
         starts, of the candidates and the labelled examples."""
@@ -283,11 +291,7 @@ class PoolSignals:
         """((n, L·H), (m, L·H)) BADGE's gradient embeddings of candidates and labelled examples:
         each with its own label distribution and the model's prediction as the target."""
         candidates, labelled = self.answer_embeddings()
-        _closed(self.labeled_options)
-        with models.merged(self.model, self.s.merge and self.adapted):
-            known = self._label_pass(
-                [Encoded(p, []) for p in self.labeled], self.labeled_options
-            )  # (m, L')
+        known = self.labeled_labels()  # (m, L')
         mine = self._fixed_labels()  # (n, L)
         width = max(mine.shape[1], known.shape[1])
         pad = lambda p: torch.nn.functional.pad(p, (0, width - p.shape[1]))  # noqa: E731

@@ -20,6 +20,7 @@ from star.errors import ConfigError, EmptyPoolError
 from star.method import selection
 from star.method.uncertainty import (
     SequenceScores,
+    contrastive_divergence,
     dynamic_mix,
     dynamic_mix_authors,
     dynamic_weight,
@@ -66,6 +67,7 @@ class Signals:
     # (K, n, L) p(label | prompt) of the tuned model over each candidate's closed label set,
     # K Monte-Carlo passes (1 without), rows padded with 0 (uncertainty.py, closed label sets)
     labels: Callable[[], torch.Tensor] = _no_labels
+    labeled_labels: Callable[[], torch.Tensor] = _no_labels  # (m, L) the same of the labelled
     # ((n, H), (m, H)) the tuned model's state where the answer starts, candidates and labelled
     answer_embeddings: Callable[[], tuple[torch.Tensor, torch.Tensor]] = _no_pair
     # ((n, L·H), (m, L·H)) BADGE's gradient embeddings (uncertainty.gradient_embedding)
@@ -93,6 +95,7 @@ class Strategy:
     reads_model: bool = True  # False: needs no forward pass (candidate subsampling skips it)
     selector: str = "top"  # a key of SELECTORS
     min_passes: int = 1  # Monte-Carlo passes it needs to mean anything (BALD: 2)
+    closed_labels: bool = False  # reads label distributions: every candidate needs a label set
 
     def choose(self, signals: Signals, ids: Sequence[str], size: int) -> list[Selected]:
         """Up to `size` of the candidates `ids` (in the signals' order), labelled-first order."""
@@ -131,6 +134,7 @@ def register(
     reads_model: bool = True,
     selector: str = "top",
     min_passes: int = 1,
+    closed_labels: bool = False,
 ):
     """Register `fn(signals) -> (n,) scores` under `name` (user strategies too)."""
 
@@ -140,7 +144,7 @@ def register(
         if selector not in SELECTORS:
             raise ValueError(f"unknown selector {selector!r}; choose from {', '.join(SELECTORS)}")
         STRATEGIES[name] = Strategy(
-            name, help, fn, dict(defaults or {}), reads_model, selector, min_passes
+            name, help, fn, dict(defaults or {}), reads_model, selector, min_passes, closed_labels
         )
         return fn
 
@@ -259,7 +263,9 @@ def on_labels(measure: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Sign
 for _m, (_what, _measure) in LABEL_MEASURES.items():
     _passes = {"uncertainty.mc_passes": 3} if _m == "label-bald" else {}
     _least = 2 if _m == "label-bald" else 1
-    register(_m, f"{_what}; closed label sets", _passes, min_passes=_least)(on_labels(_measure))
+    register(_m, f"{_what}; closed label sets", _passes, min_passes=_least, closed_labels=True)(
+        on_labels(_measure)
+    )
     for _selector, _how in _SELECTOR_NAMES.items():
         register(
             f"{_m}-{_selector}",
@@ -267,15 +273,31 @@ for _m, (_what, _measure) in LABEL_MEASURES.items():
             {**_passes, "loop.init_by": "strategy"},
             selector=_selector,
             min_passes=_least,
+            closed_labels=True,
         )(on_labels(_measure))
 
 
+def _contrastive(s: Signals) -> torch.Tensor:
+    """CAL's score on the label distributions and the tuned model's answer states."""
+    mine, theirs = s.labels().mean(0), s.labeled_labels()
+    width = max(mine.shape[1], theirs.shape[1])
+    pad = lambda p: torch.nn.functional.pad(p, (0, width - p.shape[1]))  # noqa: E731
+    return contrastive_divergence(pad(mine), pad(theirs), *s.answer_embeddings())
+
+
+register(
+    "cal",
+    "CAL (Margatina et al. 2021): mean KL from the 10 nearest labelled examples' predictions "
+    "to the candidate's, in the tuned model's answer states; closed label sets",
+    closed_labels=True,
+)(_contrastive)
 register(
     "badge",
     "BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings of the label loss, "
     "uncertain and diverse at once; closed label sets",
     {"uncertainty.embedding": "gradient"},
     selector="badge",
+    closed_labels=True,
 )(lambda s: torch.zeros(s.size))
 
 

@@ -160,6 +160,31 @@ def gradient_embedding(probs: torch.Tensor, hidden: torch.Tensor) -> torch.Tenso
     return (residual[:, :, None] * hidden[:, None, :]).flatten(1)  # (n, L, H) -> (n, L·H)
 
 
+def contrastive_divergence(
+    probs: torch.Tensor,
+    labeled_probs: torch.Tensor,
+    x: torch.Tensor,
+    labeled_x: torch.Tensor,
+    neighbours: int = 10,
+) -> torch.Tensor:
+    """CAL (Margatina et al. 2021): how much a candidate's prediction differs from those of
+    its nearest labelled examples, mean_j KL(p_j ‖ p_i) over its `neighbours` nearest labelled
+    j in the model's feature space: examples that look like labelled ones but are predicted
+    otherwise (contrastive examples) come first.
+
+    probs: (n, L), labeled_probs: (m, L) label distributions; x: (n, d), labeled_x: (m, d)
+    features. returns: (n,) ≥ 0; zeros when nothing is labelled yet.
+    """
+    n, m = probs.shape[0], labeled_probs.shape[0]
+    if m == 0:
+        return torch.zeros(n)
+    near = torch.cdist(x.float(), labeled_x.float()).topk(min(neighbours, m), largest=False)
+    q = labeled_probs.float()[near.indices]  # (n, k, L) the neighbours' distributions
+    p = probs.float()[:, None, :]  # (n, 1, L)
+    kl = (q * (torch.log(q.clamp_min(1e-30)) - torch.log(p.clamp_min(1e-30)))).sum(-1)  # (n, k)
+    return kl.mean(1)
+
+
 @dataclass(frozen=True)
 class SequenceScores:
     """Per-example uncertainty inputs, in the order of the examples given."""
