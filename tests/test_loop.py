@@ -315,9 +315,7 @@ def test_the_stop_figures_are_the_rules_on_the_saved_answers(tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"strategy": "margin"}, {"uncertainty.embedding": "gradient"}])
-def test_a_label_strategy_on_free_answers_is_refused_before_anything_is_written(
-    tmp_path, options
-):
+def test_a_label_strategy_on_free_answers_is_refused_before_anything_is_written(tmp_path, options):
     config = small(**{"task": "mix", **options})
     with pytest.raises(ConfigError, match="64 of 64 examples have free answers"):
         loop.run(config, tmp_path / "run")
