@@ -218,6 +218,19 @@ def test_merged_passes_equal_unmerged_and_leave_the_base_bit_identical(tuned):
         assert not any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
 
 
+def label_source(model, spy, n: int, **closed) -> PoolSignals:
+    """n candidates with label sets (`closed`: options, labeled, labeled_options), one pass."""
+    return PoolSignals(
+        model,
+        items(n),
+        0,
+        dataclasses.replace(SETTINGS, mc_passes=1),
+        spy.answer,
+        lambda kind: pytest.fail("no base model"),
+        **closed,
+    )
+
+
 def test_label_distributions_are_the_options_probabilities(tuned, monkeypatch):
     """labels(): p(label | prompt) renormalised over each candidate's options, what option
     evaluation reads; padded with 0 past a shorter set; no scoring pass."""
@@ -226,15 +239,7 @@ def test_label_distributions_are_the_options_probabilities(tuned, monkeypatch):
     model, _ = tuned
     spy = Spy(monkeypatch)
     options = [[[11], [12, 13]], [[14], [15], [16]]] * 3  # two and three labels
-    pool = PoolSignals(
-        model,
-        items(6),
-        0,
-        dataclasses.replace(SETTINGS, mc_passes=1),
-        spy.answer,
-        lambda kind: pytest.fail("no base model"),
-        options=options,
-    )
+    pool = label_source(model, spy, 6, options=options)
     got = signals_of(pool).labels()
     prompts = [Encoded(x.prompt_ids, []) for x in items(6)]
     expected = [torch.softmax(v, -1) for v in option_logprobs(model, prompts, options, 0, 64)]
@@ -274,15 +279,11 @@ def test_answer_and_gradient_embeddings_of_candidates_and_labelled(tuned, monkey
 
     model, _ = tuned
     spy = Spy(monkeypatch)
-    labelled = [x.prompt_ids for x in items(3, seed=1)]
-    pool = PoolSignals(
+    pool = label_source(
         model,
-        items(5),
-        0,
-        dataclasses.replace(SETTINGS, mc_passes=1),
-        spy.answer,
-        lambda kind: pytest.fail("no base model"),
-        labeled=labelled,
+        spy,
+        5,
+        labeled=[x.prompt_ids for x in items(3, seed=1)],
         options=[[[11], [12], [13]]] * 5,
         labeled_options=[[[11], [12]]] * 3,
     )
