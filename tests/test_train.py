@@ -73,6 +73,36 @@ def test_schedule_is_sized_from_the_training_set(tiny, adapter, monkeypatch):
     assert sizes == [(0, 6)]
 
 
+@pytest.mark.parametrize("steps,epochs", [(2, 1), (5, 2), (7, 3)])
+def test_a_step_count_takes_that_many_steps_over_whole_and_cut_epochs(
+    tiny, adapter, monkeypatch, steps, epochs
+):
+    """10 items, batch 4: 3 steps an epoch; `steps` of them, the last epoch cut short, the
+    schedule sized by the steps. The batches are those of whole epochs, in order."""
+    import star.engine.train
+
+    taken, drawn, sizes = [], [], []
+    real_batches = star.engine.train.length_grouped_batches
+    real_schedule = star.engine.train.get_linear_schedule_with_warmup
+
+    def batches(*args):
+        drawn.append(real_batches(*args))
+        return drawn[-1]
+
+    def schedule(optimizer, warmup, total):
+        sizes.append(total)
+        return real_schedule(optimizer, warmup, total)
+
+    monkeypatch.setattr(star.engine.train, "length_grouped_batches", batches)
+    monkeypatch.setattr(star.engine.train, "get_linear_schedule_with_warmup", schedule)
+    monkeypatch.setattr(star.engine.train, "crash_point", lambda name: taken.append(name))
+    items = [Encoded([5, 6], [7])] * 10
+    config = TrainConfig(epochs=99, steps=steps, batch_size=4, b_decay=0.0)
+    loss = train_adapter(adapter, items, tiny[1].pad_token_id, config, 0)
+    assert len(taken) == steps and sizes == [steps] and len(drawn) == epochs
+    assert loss == loss  # a number: the last (possibly cut) epoch's mean
+
+
 def test_answer_loss_equals_padded_cross_entropy_over_all_positions(tiny):
     """Projecting only answer positions changes the work, not the loss."""
     model, tok = tiny

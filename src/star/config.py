@@ -202,6 +202,12 @@ class TrainConfig:
     epochs: int = _opt(
         3, "epochs over the labelled set each round (0: no training, i.e. zero-shot evaluation)"
     )
+    steps: int | None = _opt(
+        None,
+        "optimiser steps each round instead of whole epochs, whatever the labelled set's size "
+        "(the last epoch may be partial): small sets get many epochs, large ones few; unset: "
+        "epochs",
+    )
     batch_size: int = _opt(8, "training examples per optimiser step")
     grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
     b_decay: float | None = _opt(
@@ -283,6 +289,7 @@ class RunConfig:
             "inference.eval_batch_size",
             "loop.max_candidates",
             "uncertainty.mc_top",
+            "train.steps",
         ):
             value = get_path(self, name)
             if value is not None and value < 1:

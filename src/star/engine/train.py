@@ -62,6 +62,8 @@ def train_adapter(
 ) -> float:
     """Train the attached adapter on `items`; returns the mean token loss of the last epoch
     (nan with 0 epochs: the adapter stays untrained, which evaluates the base model zero-shot).
+    With `config.steps` it takes that many optimiser steps, epoch after epoch, the last one
+    cut short.
 
     The linear schedule is sized from the training set (the authors sized it from the test
     set, so the rate reached zero early in later rounds).
@@ -73,7 +75,8 @@ def train_adapter(
     loss_of, optimizer = acc.prepare(
         AnswerLoss(model), torch.optim.AdamW(optimizer_groups(model, config.b_decay), lr=config.lr)
     )
-    steps = config.epochs * steps_per_epoch
+    steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    epochs = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
     schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup * steps), steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
@@ -85,9 +88,13 @@ def train_adapter(
         disable=None if distributed.is_main() else True,
         leave=False,
     )
-    for _ in range(config.epochs):
+    taken = 0
+    for _ in range(epochs):
         total, tokens = 0.0, 0
         for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
+            if taken == steps:
+                break
+            taken += 1
             n_tokens = sum(len(items[i].target_ids) for i in index)  # the whole batch's
             mine = distributed.share(index)  # all of it in one process
             weight = distributed.world_size() / n_tokens if mine else 0.0
