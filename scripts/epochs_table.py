@@ -19,17 +19,18 @@ def main(roots: list[Path]) -> None:
     rows = []
     for r in runs:
         offset = int(r.path.name[6:]) if r.path.name.startswith("offset") else 0
-        task, epochs = r.settings["task"], r.settings["train.epochs"]
-        rows.append((task, epochs, offset, r))
+        task, steps = r.settings["task"], r.settings.get("train.steps")
+        rows.append((task, (steps is not None, steps or r.settings["train.epochs"]), offset, r))
     rows.sort(key=lambda t: t[:3])
     longest = max((r.n_labeled for r in runs), key=len)
     ticks = " / ".join(map(str, longest))
     print(
-        f"| task | epochs | training seed | accuracy at {ticks} labels | AULC | final ECE "
-        "| minutes |"
+        "| task | epochs (or steps) per round | training seed "
+        f"| accuracy at {ticks} labels | AULC | final ECE | minutes |"
     )
     print("|---|---|---|---|---|---|---|")
-    for task, epochs, offset, r in rows:
+    for task, (by_steps, count), offset, r in rows:
+        epochs = f"{count} steps" if by_steps else str(count)
         acc = " / ".join(f"{a:.2f}" for a in r.accuracy)
         done = len(r.n_labeled) == len(longest)  # an unfinished run's area is not comparable
         aulc = f"{r.aulc():.3f}" if done else "(unfinished)"
