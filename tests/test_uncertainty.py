@@ -18,6 +18,7 @@ from star.method.uncertainty import (
     margin,
     normalise,
     reduce_by_row,
+    same_width,
     subtract,
     token_mutual_information,
     token_nll_and_entropy,
@@ -159,3 +160,8 @@ def test_cal_scores_a_candidate_by_its_labelled_neighbours_predictions():
     second = 0.2 * math.log(0.2 / 0.5) + 0.8 * math.log(0.8 / 0.5)
     assert both[0].item() == pytest.approx((kl + second) / 2)
     assert contrastive_divergence(probs, labelled[:0], x, lx[:0]).tolist() == [0.0, 0.0]
+
+
+def test_label_sets_of_different_sizes_are_padded_with_zero_probability():
+    a, b = same_width(torch.tensor([[0.5, 0.25]]), torch.tensor([[0.25, 0.25, 0.5]]))
+    assert a.tolist() == [[0.5, 0.25, 0.0]] and b.tolist() == [[0.25, 0.25, 0.5]]

@@ -31,7 +31,7 @@ from star.engine.options import option_logprobs
 from star.engine.scoring import causal_lm, embed, score
 from star.errors import ConfigError
 from star.method.strategies import Signals
-from star.method.uncertainty import SequenceScores, gradient_embedding
+from star.method.uncertainty import SequenceScores, gradient_embedding, same_width
 
 # answer(model, positions, base): the model's answers (token ids) to the candidates at these
 # positions; `base` is True when the adapter is switched off for them
@@ -291,14 +291,8 @@ class PoolSignals:
         """((n, L·H), (m, L·H)) BADGE's gradient embeddings of candidates and labelled examples:
         each with its own label distribution and the model's prediction as the target."""
         candidates, labelled = self.answer_embeddings()
-        known = self.labeled_labels()  # (m, L')
-        mine = self._fixed_labels()  # (n, L)
-        width = max(mine.shape[1], known.shape[1])
-        pad = lambda p: torch.nn.functional.pad(p, (0, width - p.shape[1]))  # noqa: E731
-        return (
-            gradient_embedding(pad(mine), candidates),
-            gradient_embedding(pad(known), labelled),
-        )
+        mine, known = same_width(self._fixed_labels(), self.labeled_labels())  # (n|m, L)
+        return gradient_embedding(mine, candidates), gradient_embedding(known, labelled)
 
     # ------------------------------------------------------------------ base model
     def _base(self) -> SequenceScores:

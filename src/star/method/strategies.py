@@ -29,6 +29,7 @@ from star.method.uncertainty import (
     label_entropy,
     least_confidence,
     margin,
+    same_width,
     subtract,
 )
 
@@ -279,10 +280,8 @@ for _m, (_what, _measure) in LABEL_MEASURES.items():
 
 def _contrastive(s: Signals) -> torch.Tensor:
     """CAL's score on the label distributions and the tuned model's answer states."""
-    mine, theirs = s.labels().mean(0), s.labeled_labels()
-    width = max(mine.shape[1], theirs.shape[1])
-    pad = lambda p: torch.nn.functional.pad(p, (0, width - p.shape[1]))  # noqa: E731
-    return contrastive_divergence(pad(mine), pad(theirs), *s.answer_embeddings())
+    mine, theirs = same_width(s.labels().mean(0), s.labeled_labels())
+    return contrastive_divergence(mine, theirs, *s.answer_embeddings())
 
 
 register(

@@ -121,6 +121,13 @@ def dynamic_mix_authors(tuned: torch.Tensor, base: torch.Tensor, weight: float) 
     return weight * tuned + (1.0 - weight) * normalise(base)
 
 
+def same_width(*probs: torch.Tensor) -> list[torch.Tensor]:
+    """Label distributions of label sets of different sizes, each padded with probability 0 to
+    the widest. probs: (n_i, L_i) each -> (n_i, max L_i) each"""
+    width = max(p.shape[-1] for p in probs)
+    return [torch.nn.functional.pad(p, (0, width - p.shape[-1])) for p in probs]
+
+
 def least_confidence(probs: torch.Tensor) -> torch.Tensor:
     """1 − p₍₁₎: how far the most likely label is from certain. probs: (n, L) -> (n,)"""
     return 1.0 - probs.max(-1).values
