@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.star-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-integration lint bench bench-experiments clean
+.PHONY: install demo test test-integration lint bench bench-device bench-experiments clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ lint: install
 # speed against a naive scorer and the FLOP ceiling, in one process (docs/performance.md)
 bench: install
 	$(BIN)/python benchmarks/scoring.py
+
+# the GPU path's figures (training/scoring MFU, generation, a full round, memory against
+# `star estimate`) on Llama shapes with random weights; tiny shapes on a CPU (docs/performance.md)
+bench-device: install
+	$(BIN)/python benchmarks/device.py
 
 # a sweep and a `star next` with star's savings off, exact, and approximate (~45 min on 2 cores)
 bench-experiments: install

@@ -19,8 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,95 +26,18 @@ import torch.nn.functional as F
 
 os.environ.setdefault("STAR_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "star"))
 
+from measure import Flops, matmul_ceiling, peak_memory, spearman, timed  # noqa: E402
+
 from star.config import LoraConfig, ModelConfig, TrainConfig  # noqa: E402
 from star.engine import model as models  # noqa: E402
 from star.engine.batching import Encoded, collate, encode  # noqa: E402
 from star.engine.generate import generate  # noqa: E402
-from star.engine.scoring import causal_lm, score  # noqa: E402
+from star.engine.scoring import score  # noqa: E402
 from star.engine.train import answer_loss, optimizer_groups  # noqa: E402
 from star.tasks.registry import load_split  # noqa: E402
 from star.tasks.resolve import sample  # noqa: E402
 
 MAX_PROMPT, MAX_TARGET = 128, 256  # star's defaults (data.max_prompt_tokens / max_target_tokens)
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
-    """Best-of-`repeat` wall seconds (best: the other process noise on 2 cores is one-sided)."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """FLOP/s of a large nn.Linear-shaped product (x @ Wᵀ), the kernel every layer uses."""
-    x, w = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    F.linear(x, w)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or reps < 2:
-        F.linear(x, w)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
-@contextmanager
-def peak_memory():
-    """Peak resident memory above the level at entry, in bytes (Linux: VmHWM reset via
-    /proc/self/clear_refs; CUDA: the allocator's peak)."""
-    box = {"bytes": 0}
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        yield box
-        torch.cuda.synchronize()
-        box["bytes"] = torch.cuda.max_memory_allocated() - base
-        return
-    base = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    yield box
-    box["bytes"] = (_status_kb("VmHWM") - base) * 1024
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = (x.argsort().argsort().double() for x in (a, b))
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
-
-
-class Flops:
-    """Useful FLOPs of a Llama-shaped model: linear layers on every real token, attention
-    over the causal context, and the vocabulary projection only where a token is scored."""
-
-    def __init__(self, model):
-        c = model.config
-        self.layers = c.num_hidden_layers
-        self.attn_width = c.num_attention_heads * getattr(
-            c, "head_dim", c.hidden_size // c.num_attention_heads
-        )
-        self.head = c.vocab_size * c.hidden_size
-        decoder = causal_lm(model).get_decoder()
-        self.linear = sum(  # frozen base weights only: LoRA adds < 1 % and is not "useful"
-            m.weight.numel()
-            for name, m in decoder.layers.named_modules()
-            if isinstance(m, torch.nn.Linear) and "lora_" not in name
-        )
-
-    def forward(self, lengths: list[int], scored: list[int]) -> float:
-        """lengths: tokens per sequence; scored: positions per sequence that need logits."""
-        attention = sum(2 * 2 * self.layers * self.attn_width * n * (n + 1) / 2 for n in lengths)
-        return 2 * self.linear * sum(lengths) + attention + 2 * self.head * sum(scored)
 
 
 # --------------------------------------------------------------------------- the naive ways

@@ -45,6 +45,8 @@ def test_top_help_lists_subcommands(capsys):
         (["--strategy", "magic"], "star: error: unknown strategy 'magic'"),
         (["--model", "/no/such/folder"], "star: error: model '/no/such/folder' is neither"),
         (["--rounds", "many"], "star: error: --rounds: loop.rounds must be int, got 'many'"),
+        (["--quantize", "4bit"], "star: error: --quantize 4bit needs a CUDA GPU"),
+        (["--attention", "flash"], "star: error: --attention flash needs a CUDA GPU"),
     ],
 )
 def test_bad_options_give_one_line(tmp_path, capsys, args, message):
@@ -116,3 +118,46 @@ def test_sweep_runs_one_single_thread_run_per_core_costliest_first(monkeypatch, 
     ]  # fmt: skip
     assert seen["jobs"] == 2 and seen["threads"] is None  # sweep(): cores ÷ jobs = 1 thread
     assert "6 runs in" in capsys.readouterr().out
+
+
+def test_a_yes_no_option_alone_means_yes():
+    args = build_parser().parse_args(["run", "--out", "x", "--gradient-checkpointing"])
+    assert getattr(args, "train.gradient_checkpointing") == "true"
+    from star.cli.options import given
+
+    assert given(args)["train.gradient_checkpointing"] is True
+    args = build_parser().parse_args(["run", "--out", "x", "--gradient-checkpointing", "no"])
+    assert given(args)["train.gradient_checkpointing"] is False
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_weights_load(tmp_path, capsys, monkeypatch):
+    from star.engine import memory
+    from star.engine import model as models
+
+    monkeypatch.setattr(memory, "capacity", lambda on: 2**20)  # a 1 MiB device
+    loaded = []
+    monkeypatch.setattr(models, "load_weights", lambda config: loaded.append(config))
+    code = main(["run", "--out", str(tmp_path / "r"), *SMALL, "--task", "trec"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not loaded
+    assert err.startswith("star: error: inference needs about ")  # tiny: the KV cache dominates
+    assert "but the cpu has 0.0 GiB: lower --batch-size" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_estimate_prints_each_part_of_a_runs_memory(capsys):
+    from star.engine import memory
+    from star.engine import model as models
+
+    code = main(["estimate", *SMALL, "--task", "trec", "--batch-size", "4", "--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert code == 0
+    shape = memory.Shape.of(models.read_config("tiny-random"))
+    weights = shape.params() * 4 / memory.GIB
+    assert out.startswith("star estimate: trec on tiny-random, cpu, float32\n")
+    assert f"weights                       {weights:.3f} GiB" in out
+    assert "longest training batch: 4 rows × " in out
+    lora = shape.lora_params(64, cfg.LoraConfig().target_modules) * 16 / memory.GIB
+    assert f"LoRA + gradients + AdamW      {lora:.3f} GiB" in out
+    for part in ("activations", "answer logits", "KV cache", "peak: "):
+        assert part in out

@@ -143,3 +143,25 @@ def test_no_training_and_full_warmup_leave_the_adapter_untouched(adapter, tiny, 
     )
     assert math.isfinite(moved)
     assert any(not torch.equal(p, before[n]) for n, p in trainable(adapter).items())
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tiny):
+    """Recomputing activations replays the dropout masks: the same steps, the same weights."""
+    base, tok = tiny
+    items = [Encoded([5, 6, 7, 8], [9, 10]), Encoded([11, 12], [13, 14]), Encoded([3], [4])] * 3
+    weights = []
+    for recompute in (False, True):
+        adapter = models.attach_lora(base, LoraConfig(r=4, dropout=0.1), seed=0)
+        config = TrainConfig(
+            lr=1e-2, epochs=2, batch_size=4, b_decay=0.0, gradient_checkpointing=recompute
+        )
+        loss = train_adapter(adapter, items, tok.pad_token_id, config, seed=0)
+        weights.append(
+            (loss, [p.detach().clone() for p in adapter.parameters() if p.requires_grad])
+        )
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in adapter.modules())
+        adapter.unload()
+    (loss_plain, plain), (loss_recomputed, recomputed) = weights
+    assert loss_recomputed == pytest.approx(loss_plain, rel=1e-5)
+    for a, b in zip(plain, recomputed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -49,6 +49,19 @@ class ModelConfig:
         "weights dtype; auto = bfloat16 on GPUs and AMX CPUs, float32 elsewhere",
         choices=("auto", "float32", "bfloat16"),
     )
+    quantize: str = _opt(
+        "none",
+        "4bit: QLoRA, the base weights stored as 4-bit NF4 (bitsandbytes, CUDA GPUs only; "
+        "`pip install 'star[gpu]'`) and LoRA trained on top in the compute dtype",
+        choices=("none", "4bit"),
+    )
+    attention: str = _opt(
+        "auto",
+        "attention kernel: sdpa (PyTorch's fused attention), flash (FlashAttention 2, needs "
+        "the flash-attn package and a GPU), eager; auto = flash where installed on a GPU, "
+        "else sdpa",
+        choices=("auto", "sdpa", "flash", "eager"),
+    )
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,12 @@ class TrainConfig:
         "epochs",
     )
     batch_size: int = _opt(8, "training examples per optimiser step")
+    gradient_checkpointing: bool = _opt(
+        False,
+        "recompute each decoder layer's activations in the backward pass instead of keeping "
+        "them: activation memory drops to about one layer's (see `star estimate`) for about "
+        "a third more training time",
+    )
     grad_clip: float = _opt(1.0, "gradient-norm clipping (0 = off)")
     b_decay: float | None = _opt(
         None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from star.config import RunConfig
-from star.engine import distributed
+from star.engine import distributed, memory
 from star.engine import model as models
 from star.engine.answers import Answer, label_free_answers
 from star.engine.batching import Encoded, encode
@@ -67,17 +67,40 @@ class Learner:
       answers and always measures on the model's own ("generated")
     """
 
-    def __init__(self, config: RunConfig, spec: TaskSpec, target: str | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        spec: TaskSpec,
+        target: str | None = None,
+        examples: Sequence[Example] = (),
+    ):
         self.config, self.spec = config, spec
         self.target = target or config.uncertainty.target
-        self.base, self.tokenizer = models.load(config.model)
-        on = models.device()
-        self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, on)
-        self.merge = models.merge_pays(config.inference.merge_lora, on)
-        self.dtype = next(self.base.parameters()).dtype
         self._encoded: dict[Example, Encoded] = {}
+        on = models.device()
+        models.check_runtime(config.model, on)
+        self.tokenizer = models.load_tokenizer(config.model)
+        self._check_memory(examples, on)  # before the weights load
+        self.base = models.load_weights(config.model)
+        self.batch_tokens = models.batch_tokens(config.inference.batch_tokens, on)
+        self.merge = models.merge_pays(
+            config.inference.merge_lora, on, config.model.quantize != "none"
+        )
+        self.dtype = next(self.base.parameters()).dtype
         self._option_ids: dict[tuple[str, ...], list[list[int]]] = {}
         self._base_caches: dict[str, SignalCache] = {}
+
+    def _check_memory(self, examples: Sequence[Example], on) -> None:
+        """Refuse a configuration whose longest batch cannot fit on the device (`examples`:
+        those the run will train on or score). Models that are not Llama-style decoders are
+        not estimated."""
+        try:
+            shape_of = models.read_config(self.config.model.name)
+            lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in self.encode(examples)]
+            need = memory.need(self.config, shape_of, lengths, on)
+        except ValueError:
+            return
+        memory.check_fits(need, on)
 
     # ------------------------------------------------------------------ reading examples
     def encode(self, examples: Sequence[Example]) -> list[Encoded]:

@@ -77,6 +77,16 @@ def add_commands(sub) -> None:
         "same random labels and differ only in training settings)",
     )
     report.set_defaults(handler=_report)
+    estimate = sub.add_parser(
+        "estimate",
+        help="the memory a run needs, before anything loads",
+        description="Weights, LoRA with its gradients and AdamW state, activations at the "
+        "longest training batch of the run's own examples, answer logits and inference, from "
+        "the model's config.json; nothing is trained and no weight is loaded.",
+    )
+    estimate.add_argument("--config", type=Path, help="YAML file of run options")
+    add_config_options(estimate)
+    estimate.set_defaults(handler=_estimate)
     sub.add_parser("strategies", help="list the query strategies").set_defaults(handler=_strategies)
     sub.add_parser("tasks", help="list the built-in tasks").set_defaults(handler=_tasks)
 
@@ -121,6 +131,15 @@ def _sweep(args: argparse.Namespace) -> int:
     if failed:
         print(f"star: error: {len(failed)} of {len(pairs)} runs failed", file=sys.stderr)
         return 2
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from star.api import make_config
+    from star.experiment.estimate import estimate
+
+    for line in estimate(make_config(given(args), args.config)):
+        print(line)
     return 0
 
 

@@ -19,12 +19,14 @@ def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
         help += f" [default: {default}]"
+        switch = {"nargs": "?", "const": "true"} if option.type is bool else {}
         parser.add_argument(
             f"--{option.flag}",
             dest=option.path,
             default=argparse.SUPPRESS,
             metavar=option.type.__name__.upper(),
             help=help,
+            **switch,  # a yes/no option alone means yes: `--gradient-checkpointing`
         )
 
 

@@ -79,8 +79,9 @@ def generate(
         steps = greedy(
             model, batch.input_ids, batch.attention_mask, max_new_tokens, eos, watch, prefill_tokens
         )
-        for row, i in enumerate(index):
-            results[i] = _unpack(tokenizer, *(s[row].cpu() for s in steps))
+        new, chosen, logits = (s.cpu() for s in steps)  # one transfer per batch
+        for row, (i, ids) in enumerate(zip(index, new.tolist(), strict=True)):
+            results[i] = _unpack(tokenizer, ids, chosen[row], logits[row])
     return results  # type: ignore[return-value]
 
 
@@ -183,11 +184,11 @@ def prefill(
     return logits, joined
 
 
-def _unpack(tokenizer, new: torch.Tensor, chosen: torch.Tensor, logits: torch.Tensor) -> Generated:
+def _unpack(tokenizer, new: list[int], chosen: torch.Tensor, logits: torch.Tensor) -> Generated:
     """One row: cut at the first EOS, decode each token once to know where it sits in the text."""
-    ended = (new == tokenizer.eos_token_id).nonzero()
-    length = int(ended[0]) if len(ended) else len(new)
-    token_ids = new[:length].tolist()
+    eos = tokenizer.eos_token_id
+    length = new.index(eos) if eos in new else len(new)
+    token_ids = new[:length]
     pieces = tokenizer.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
     offsets = list(accumulate((len(p) for p in pieces[:-1]), initial=0)) if pieces else []
     return Generated(token_ids, "".join(pieces), offsets, chosen[:length], logits[:length])

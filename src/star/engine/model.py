@@ -135,21 +135,30 @@ def _build_tiny(dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
-def check_causal_lm(name: str) -> None:
-    """Refuse early (at `star init`) a folder whose config is not a causal language model."""
+def read_config(name: str):
+    """The model's transformers config (config.json alone: no weights, no tokenizer)."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     folder = model_folder(name)
     try:
-        config = AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot read the model config in {folder}: {first}") from None
+        raise ModelError(f"cannot read the model config in {folder}: {_first_line(e)}") from None
+
+
+def check_causal_lm(name: str) -> None:
+    """Refuse early (at `star init`) a folder whose config is not a causal language model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = read_config(name)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(
-            f"{folder} holds a {config.model_type!r} model, not a causal language model"
+            f"{model_folder(name)} holds a {config.model_type!r} model, not a causal language model"
         )
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def start_id(tokenizer) -> int:
@@ -157,19 +166,81 @@ def start_id(tokenizer) -> int:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
-def load(config: ModelConfig):
-    """(model in eval mode on the device, tokenizer with a pad token)."""
+def check_runtime(config: ModelConfig, on: torch.device | None = None) -> None:
+    """Refuse, in one line and before anything loads, settings this machine cannot run."""
+    on = on or device()
+    if config.quantize == "4bit":
+        if on.type != "cuda":
+            raise ModelError(
+                f"--quantize 4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels); this process "
+                f"runs on {on.type}: drop --quantize"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError(
+                "--quantize 4bit needs bitsandbytes: pip install 'star[gpu]' (or drop --quantize)"
+            )
+    if config.attention == "flash":
+        if on.type != "cuda":
+            raise ModelError(f"--attention flash needs a CUDA GPU; this process runs on {on.type}")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ModelError("--attention flash needs the flash-attn package (or --attention sdpa)")
+
+
+def attention_kernel(setting: str, on: torch.device) -> str:
+    """transformers' name of the attention implementation: FlashAttention 2 where it is
+    installed on a GPU (auto), else PyTorch's SDPA, which picks its own fused kernel."""
+    if setting == "auto":
+        flash = on.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+        setting = "flash" if flash else "sdpa"
+    return {"flash": "flash_attention_2", "sdpa": "sdpa", "eager": "eager"}[setting]
+
+
+def _quantized(dtype: torch.dtype):
+    """QLoRA's storage (Dettmers et al. 2023): NF4 weights, double-quantised block scales,
+    matmuls in the compute dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def load_tokenizer(config: ModelConfig):
+    """The model's tokenizer, with a pad token (EOS where the model has none)."""
     folder = model_folder(config.name)
-    on = device()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(config.dtype, on))
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load a causal LM from {folder}: {first}") from None
+        raise ModelError(f"cannot load a tokenizer from {folder}: {_first_line(e)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(on).eval(), tokenizer
+    return tokenizer
+
+
+def load_weights(config: ModelConfig):
+    """The model in eval mode on the device (4-bit: quantised while loading, onto the GPU)."""
+    folder = model_folder(config.name)
+    on = device()
+    check_runtime(config, on)
+    dtype = pick_dtype(config.dtype, on)
+    placement: dict = {"attn_implementation": attention_kernel(config.attention, on)}
+    if config.quantize == "4bit":
+        placement |= {"quantization_config": _quantized(dtype), "device_map": {"": on}}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **placement)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise ModelError(f"cannot load a causal LM from {folder}: {_first_line(e)}") from None
+    if config.quantize == "none":
+        model = model.to(on)
+    return model.eval()
+
+
+def load(config: ModelConfig):
+    """(model in eval mode on the device, tokenizer with a pad token)."""
+    return load_weights(config), load_tokenizer(config)
 
 
 def save_adapter(model, target: Path) -> None:
@@ -191,6 +262,22 @@ def attach_lora(base, config: LoraConfig, seed: int) -> PeftModel:
         return get_peft_model(base, peft_config)
     except ValueError as e:
         raise ModelError(f"cannot attach LoRA to {list(config.target_modules)}: {e}") from None
+
+
+def checkpointing(model, on: bool) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant (no input
+    needs requires_grad, dropout masks are replayed). transformers ≥ 5.20 calls it activation
+    checkpointing; older releases (GPU images pin their own) only know the gradient name."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        enable = getattr(lm, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(lm, "activation_checkpointing_disable", None)
+        (disable or lm.gradient_checkpointing_disable)()
 
 
 @contextmanager
@@ -240,7 +327,10 @@ def merged(model, on: bool = True) -> Iterator[None]:
                 m.get_base_layer().weight.copy_(weight)
 
 
-def merge_pays(setting: bool | None, on: torch.device) -> bool:
+def merge_pays(setting: bool | None, on: torch.device, quantized: bool = False) -> bool:
     """Merged passes where they are faster: on GPUs, where LoRA's extra thin matmuls cost a
-    kernel launch each. On CPUs they measured within noise of unmerged (docs/performance.md)."""
+    kernel launch each. On CPUs they measured within noise of unmerged (docs/performance.md).
+    Never into 4-bit weights: merging re-quantises them, so the next round's base would drift."""
+    if quantized:
+        return False
     return setting if setting is not None else on.type == "cuda"

@@ -18,6 +18,7 @@ from star.config import TrainConfig
 from star.crash import crash_point
 from star.engine import distributed
 from star.engine.batching import IGNORE, Batch, Encoded, collate, length_grouped_batches
+from star.engine.model import checkpointing
 from star.engine.scoring import answer_hidden, causal_lm
 
 
@@ -79,8 +80,10 @@ def train_adapter(
     epochs = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
     schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup * steps), steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    checkpointing(model, config.gradient_checkpointing)
     model.train()
-    total, tokens = math.nan, 1
+    # the loss is summed on the device and read once at the end: no host sync per step
+    total, tokens = torch.full((), math.nan, dtype=torch.float64, device=on), 1
     bar = tqdm(
         total=steps,
         desc="training",
@@ -90,7 +93,7 @@ def train_adapter(
     )
     taken = 0
     for _ in range(epochs):
-        total, tokens = 0.0, 0
+        total, tokens = torch.zeros((), dtype=torch.float64, device=on), 0
         for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
             if taken == steps:
                 break
@@ -107,16 +110,17 @@ def train_adapter(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             crash_point("train step")
-            total += _summed(loss.detach() / weight if mine else loss.detach())
+            total += (loss.detach() / weight if mine else loss.detach()).double()
             tokens += n_tokens
             bar.update()
-            bar.set_postfix(loss=f"{total / tokens:.3f}")
     bar.close()
     acc.free_memory()  # drop accelerate's references to this round's model and optimiser
+    if config.gradient_checkpointing:
+        checkpointing(model, False)
     model.eval()
-    return total / tokens
+    return _summed(total) / tokens
 
 
 def _summed(value: torch.Tensor) -> float:
-    """A per-process value summed over the processes."""
+    """A per-process value summed over the processes (one host sync)."""
     return distributed.accelerator().reduce(value, "sum").item()

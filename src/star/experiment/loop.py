@@ -69,7 +69,7 @@ class Run:
         self.config = config
         self.spec = task.spec
         self.splits = load_splits(config, task)
-        self.learner = Learner(config, task.spec)
+        self.learner = Learner(config, task.spec, examples=self.splits.pool + self.splits.eval)
         self.learner.check_strategy(self.splits.pool)  # before the directory exists
         self.learner.encode(self.splits.pool + self.splits.eval)  # tokenised once, up front
         by_id = {e.id: e for e in self.splits.pool}

@@ -295,7 +295,7 @@ class Project:
         measures uncertainty on the model's own answers (people give no gold to measure on)."""
         from star.active.step import Learner
 
-        return Learner(self.settings.run, self.spec(), target="generated")
+        return Learner(self.settings.run, self.spec(), "generated", self.examples())
 
     def adapter_dir(self, round: int) -> Path:
         """Where round `round`'s PEFT adapter is saved."""
