@@ -166,9 +166,8 @@ def run_shape(name: str, quantize: str, sizes: Sizes, tokenizer_dir: Path, ceili
         train=train,
         inference=InferenceConfig(batch_tokens=sizes.batch_tokens, eval_batch_size=sizes.generate),
     )
-    need = memory.need(
-        run, base.config, [(len(x.prompt_ids), len(x.target_ids)) for x in labelled], on
-    )
+    lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in labelled]
+    need = memory.need(run, base.config, lengths, on, *models.resolved(run, on))
     print(
         f"{tag} {flops.linear / 1e6:,.0f} M decoder weights, LoRA r16 on 7 modules "
         f"({flops.lora / 1e6:.1f} M); estimate: training step {gib(need.training.total)}, "

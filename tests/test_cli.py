@@ -141,7 +141,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_the_weights_load(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and not loaded
     assert err.startswith("star: error: inference needs about ")  # tiny: the KV cache dominates
-    assert "but the cpu has 0.0 GiB: lower --batch-size" in err
+    assert "but this process has 0.0 GiB of the cpu: lower --batch-size" in err
     assert not (tmp_path / "r").exists()
 
 

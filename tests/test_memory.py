@@ -112,3 +112,32 @@ def test_not_a_llama_is_refused_in_words():
 
     with pytest.raises(ValueError, match="'gpt2' config lacks .*intermediate_size"):
         memory.Shape.of(GPT2Config())
+
+
+def test_a_sweeps_runs_each_get_their_share_of_the_device(monkeypatch, tmp_path):
+    import subprocess
+
+    from star.experiment import sweep
+
+    envs = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, cmd, env, stdout, stderr):
+            envs.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Done)
+    pairs = [sweep.Pair("random", s) for s in range(4)]
+    assert sweep.sweep(tmp_path, pairs, [], jobs=4) == {p: 0 for p in pairs}
+    assert {e[memory.SHARE_VARIABLE] for e in envs} == {"0.250000"}
+    everything = memory.capacity(torch.device("cpu"))
+    monkeypatch.setenv(memory.SHARE_VARIABLE, "0.25")
+    assert memory.share() == 0.25
+    assert memory.capacity(torch.device("cpu")) == pytest.approx(everything / 4, abs=1)
+    monkeypatch.setenv(memory.SHARE_VARIABLE, "2")
+    with pytest.raises(memory.ModelError, match="STAR_MEMORY_SHARE must be in"):
+        memory.share()

@@ -97,7 +97,9 @@ class Learner:
         try:
             shape_of = models.read_config(self.config.model.name)
             lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in self.encode(examples)]
-            need = memory.need(self.config, shape_of, lengths, on)
+            need = memory.need(
+                self.config, shape_of, lengths, on, *models.resolved(self.config, on)
+            )
         except ValueError:
             return
         memory.check_fits(need, on)

@@ -218,15 +218,19 @@ class Need:
 
 
 def need(
-    config: RunConfig, model_config, lengths: Sequence[tuple[int, int]], on: torch.device
+    config: RunConfig,
+    model_config,
+    lengths: Sequence[tuple[int, int]],
+    on: torch.device,
+    dtype: torch.dtype,
+    batch_tokens: int,
 ) -> Need:
     """What `config` needs on `on` for examples of these (prompt, answer) token lengths
-    (after the prompt cut); the longest batch is `batch_size` rows of the longest example."""
-    from star.engine.model import batch_tokens, pick_dtype
-
+    (after the prompt cut); the longest batch is `batch_size` rows of the longest example.
+    dtype and batch_tokens: as the engine resolves them for `on` (engine.model)."""
     shape = Shape.of(model_config)
     settings = Settings(
-        dtype_bytes=pick_dtype(config.model.dtype, on).itemsize,
+        dtype_bytes=dtype.itemsize,
         quantize=config.model.quantize,
         r=config.lora.r,
         targets=config.lora.target_modules,
@@ -244,17 +248,39 @@ def need(
         longest,
         rows * answer,
         training(shape, settings, rows, longest, rows * answer),
-        inference(
-            shape, settings, batch_tokens(config.inference.batch_tokens, on), generation, longest
-        ),
+        inference(shape, settings, batch_tokens, generation, longest),
     )
 
 
+SHARE_VARIABLE = "STAR_MEMORY_SHARE"  # set by `star sweep --jobs N`: 1/N of the device
+
+
+def share() -> float:
+    """This process's share of the device's memory (1 unless a sweep set it)."""
+    value = os.environ.get(SHARE_VARIABLE, "1")
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise ModelError(f"{SHARE_VARIABLE} must be a number in (0, 1], got {value!r}") from None
+    if not 0 < fraction <= 1:
+        raise ModelError(f"{SHARE_VARIABLE} must be in (0, 1], got {value!r}")
+    return fraction
+
+
+def claim(on: torch.device) -> None:
+    """Cap this process's GPU allocations at its share, so runs sharing a GPU cannot starve
+    each other: one over its share fails with an out-of-memory error of its own."""
+    if on.type == "cuda" and share() < 1:
+        torch.cuda.set_per_process_memory_fraction(share(), on)
+
+
 def capacity(on: torch.device) -> int:
-    """Bytes the device holds: the GPU's memory, or the machine's RAM for the CPU."""
+    """Bytes this process may use: its share of the GPU's memory, or of the machine's RAM."""
     if on.type == "cuda":
-        return torch.cuda.get_device_properties(on).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = torch.cuda.get_device_properties(on).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * share())
 
 
 def check_fits(n: Need, on: torch.device) -> None:
@@ -265,7 +291,8 @@ def check_fits(n: Need, on: torch.device) -> None:
     part = "a training step" if n.training.total >= n.inference.total else "inference"
     raise ModelError(
         f"{part} needs about {n.peak / GIB:.1f} GiB (longest training batch {n.rows} rows × "
-        f"{n.tokens} tokens) but the {on.type} has {have / GIB:.1f} GiB: lower --batch-size or "
-        "--max-prompt-tokens, or use --gradient-checkpointing or --quantize 4bit (`star "
-        "estimate` shows the parts)"
+        f"{n.tokens} tokens) but this process has {have / GIB:.1f} GiB of the {on.type}: lower "
+        "--batch-size or "
+        "--max-prompt-tokens, use --gradient-checkpointing or --quantize 4bit, or fewer sweep "
+        "--jobs (`star estimate` shows the parts)"
     )

@@ -19,8 +19,9 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from star.config import LoraConfig, ModelConfig
+from star.config import LoraConfig, ModelConfig, RunConfig
 from star.engine import distributed
+from star.engine.memory import claim
 from star.errors import ModelError
 from star.files import write_folder
 
@@ -61,6 +62,11 @@ def pick_dtype(setting: str, on: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return torch.bfloat16 if amx() else torch.float32
+
+
+def resolved(config: RunConfig, on: torch.device) -> tuple[torch.dtype, int]:
+    """The weights' dtype and the forward passes' token budget this config gets on `on`."""
+    return pick_dtype(config.model.dtype, on), batch_tokens(config.inference.batch_tokens, on)
 
 
 def batch_tokens(setting: int | None, on: torch.device) -> int:
@@ -225,6 +231,7 @@ def load_weights(config: ModelConfig):
     folder = model_folder(config.name)
     on = device()
     check_runtime(config, on)
+    claim(on)
     dtype = pick_dtype(config.dtype, on)
     placement: dict = {"attn_implementation": attention_kernel(config.attention, on)}
     if config.quantize == "4bit":

@@ -23,7 +23,8 @@ def estimate(config: RunConfig) -> list[str]:
     encoded = encode(splits.pool + splits.eval, tokenizer, d.max_prompt_tokens, d.max_target_tokens)
     lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in encoded]
     try:
-        need = memory.need(config, models.read_config(config.model.name), lengths, on)
+        model_config = models.read_config(config.model.name)
+        need = memory.need(config, model_config, lengths, on, *models.resolved(config, on))
     except ValueError as e:
         raise models.ModelError(f"{config.model.name}: {e}") from None
     s, m = need.settings, need.shape

@@ -2,7 +2,8 @@
 
 A finished run is skipped by `star run` itself (it resumes after its last round), so a sweep
 killed at any point is finished by running the same command again. Pairs run `jobs` at a time,
-each with cores ÷ jobs threads unless told otherwise.
+each with cores ÷ jobs threads unless told otherwise, and on a GPU each within 1/jobs of its
+memory: a small model's runs are launch-bound, so several at once fill the device.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from star.engine.memory import SHARE_VARIABLE
 from star.method.strategies import STRATEGIES
 
 
@@ -46,7 +48,13 @@ def sweep(
     appended to ROOT/logs/<run>.log. Threads per run default to cores ÷ jobs; set them to share
     the cores with other work (another sweep, say)."""
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        # on one GPU each run holds at most its share of the memory (engine.memory.share)
+        SHARE_VARIABLE: f"{1 / jobs:.6f}",
+    }
     waiting, running, codes = list(pairs), {}, {}
     while waiting or running:
         while waiting and len(running) < jobs:
