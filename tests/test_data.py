@@ -87,3 +87,18 @@ def test_length_grouped_batches_cover_all_once_and_are_seeded():
     assert a == b
     assert sorted(i for batch in a for i in batch) == lengths
     assert all(len(batch) <= 8 for batch in a)
+
+
+def test_token_batches_fit_their_budget_and_keep_the_row_draws():
+    lengths = [3, 9, 4, 12, 5, 30, 6, 7, 2, 8, 11, 10]
+    batches = length_grouped_batches(lengths, 4, torch.Generator().manual_seed(1), max_tokens=24)
+    assert sorted(i for batch in batches for i in batch) == list(range(12))
+    for batch in batches:  # rows × longest within the budget, a too-long row alone
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) * longest <= 24 or len(batch) == 1
+    assert [5] in batches  # 30 tokens: alone
+    # ascending 2,3,4,5,6,7,8,9,10,11,12 within the mega-batch (16 × 4 rows: all of them)
+    # cut at rows × longest > 24: [2,3,4,5] [6,7,8] [9,10] [11,12] [30]
+    assert sorted(sorted(lengths[i] for i in b) for b in batches) == [
+        [2, 3, 4, 5], [6, 7, 8], [9, 10], [11, 12], [30]
+    ]  # fmt: skip

@@ -141,3 +141,15 @@ def test_a_sweeps_runs_each_get_their_share_of_the_device(monkeypatch, tmp_path)
     monkeypatch.setenv(memory.SHARE_VARIABLE, "2")
     with pytest.raises(memory.ModelError, match="STAR_MEMORY_SHARE must be in"):
         memory.share()
+
+
+def test_token_batches_bound_the_estimated_batch():
+    from star.config import RunConfig, TrainConfig
+
+    config = RunConfig(train=TrainConfig(batch_size=8, batch_tokens=100))
+    shape_of = _llama(2, 192, 512, 6, 2)
+    cpu = torch.device("cpu")
+    need = memory.need(config, shape_of, [(40, 2), (10, 1)], cpu, torch.float32, 512)
+    assert (need.rows, need.tokens, need.answers) == (2, 42, 4)  # 100 // 42 rows of the longest
+    plain = memory.need(RunConfig(), shape_of, [(40, 2)], cpu, torch.float32, 512)
+    assert (plain.rows, plain.tokens) == (8, 42)

@@ -165,3 +165,22 @@ def test_gradient_checkpointing_trains_the_same_adapter(tiny):
     assert loss_recomputed == pytest.approx(loss_plain, rel=1e-5)
     for a, b in zip(plain, recomputed, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_token_batches_set_the_steps_of_an_epoch(tiny, adapter, monkeypatch):
+    """6 rows of 3 tokens and 2 of 9, 17 tokens a batch: [3,3,3,3,3] [3] [9] [9] (two 9s
+    would be 18): 4 steps an epoch, 8 in 2 epochs, the schedule sized so."""
+    import star.engine.train
+
+    sizes = []
+    real = star.engine.train.get_linear_schedule_with_warmup
+
+    def spy(optimizer, warmup, total):
+        sizes.append(total)
+        return real(optimizer, warmup, total)
+
+    monkeypatch.setattr(star.engine.train, "get_linear_schedule_with_warmup", spy)
+    items = [Encoded([5, 6], [7])] * 6 + [Encoded([5] * 8, [7])] * 2
+    config = TrainConfig(epochs=2, batch_size=4, batch_tokens=17, b_decay=0.0)
+    train_adapter(adapter, items, tiny[1].pad_token_id, config, 0)
+    assert sizes == [8]

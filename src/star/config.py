@@ -222,6 +222,13 @@ class TrainConfig:
         "epochs",
     )
     batch_size: int = _opt(8, "training examples per optimiser step")
+    batch_tokens: int | None = _opt(
+        None,
+        "a training batch by tokens instead of rows: as many length-grouped rows as fit this "
+        "many tokens after padding (rows × the longest), so every step needs the same memory "
+        "whatever the lengths; unset: batch_size rows",
+        flag="train-batch-tokens",
+    )
     gradient_checkpointing: bool = _opt(
         False,
         "recompute each decoder layer's activations in the backward pass instead of keeping "
@@ -309,6 +316,7 @@ class RunConfig:
             "loop.max_candidates",
             "uncertainty.mc_top",
             "train.steps",
+            "train.batch_tokens",
         ):
             value = get_path(self, name)
             if value is not None and value < 1:

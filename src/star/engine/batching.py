@@ -84,15 +84,37 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
 
 
 def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, generator: torch.Generator
+    lengths: Sequence[int],
+    batch_size: int,
+    generator: torch.Generator,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Random batches of similar length (HF's group_by_length idea): shuffle, sort within
-    mega-batches of 16 batches, chunk, shuffle the chunks. Less padding, still random."""
+    mega-batches of 16 × batch_size rows, chunk, shuffle the chunks. Less padding, still random.
+
+    Chunks hold `batch_size` rows, or with `max_tokens` as many rows as fit that many tokens
+    after padding (rows × the longest; a longer row alone): the same memory every step.
+    """
     perm = torch.randperm(len(lengths), generator=generator).tolist()
     mega = 16 * batch_size
     batches = []
     for start in range(0, len(perm), mega):
         group = sorted(perm[start : start + mega], key=lambda i: lengths[i])
-        batches += [group[j : j + batch_size] for j in range(0, len(group), batch_size)]
+        if max_tokens is None:
+            batches += [group[j : j + batch_size] for j in range(0, len(group), batch_size)]
+        else:
+            batches += [
+                [group[j] for j in b] for b in _fits([lengths[i] for i in group], max_tokens)
+            ]
     order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in order]
+
+
+def _fits(ascending: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive positions of ascending lengths, cut where rows × longest would pass budget."""
+    out: list[list[int]] = [[]]
+    for j, n in enumerate(ascending):
+        if out[-1] and (len(out[-1]) + 1) * n > budget:
+            out.append([])
+        out[-1].append(j)
+    return [b for b in out if b]

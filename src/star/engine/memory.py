@@ -226,7 +226,8 @@ def need(
     batch_tokens: int,
 ) -> Need:
     """What `config` needs on `on` for examples of these (prompt, answer) token lengths
-    (after the prompt cut); the longest batch is `batch_size` rows of the longest example.
+    (after the prompt cut); the longest batch is `batch_size` rows of the longest example (or
+    as many as `train.batch_tokens` holds).
     dtype and batch_tokens: as the engine resolves them for `on` (engine.model)."""
     shape = Shape.of(model_config)
     settings = Settings(
@@ -240,6 +241,8 @@ def need(
     longest = max((p + a for p, a in lengths), default=1)
     answer = max((a for _, a in lengths), default=1)
     rows = config.train.batch_size
+    if config.train.batch_tokens is not None:  # as many rows of the longest as fit
+        rows = max(1, config.train.batch_tokens // longest)
     generation = config.inference.eval_batch_size
     return Need(
         shape,

@@ -71,13 +71,19 @@ def train_adapter(
     """
     on = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)  # the same batches on every process
-    steps_per_epoch = math.ceil(len(items) / config.batch_size)
+    lengths = [len(x) for x in items]
+    plan: list[list[list[int]]] = []  # each epoch's batches, drawn in order
+    while items and (
+        len(plan) < config.epochs if config.steps is None else sum(map(len, plan)) < config.steps
+    ):
+        plan.append(
+            length_grouped_batches(lengths, config.batch_size, generator, config.batch_tokens)
+        )
     acc = distributed.accelerator()
     loss_of, optimizer = acc.prepare(
         AnswerLoss(model), torch.optim.AdamW(optimizer_groups(model, config.b_decay), lr=config.lr)
     )
-    steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-    epochs = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
+    steps = config.steps if config.steps is not None else sum(map(len, plan))
     schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup * steps), steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     checkpointing(model, config.gradient_checkpointing)
@@ -92,9 +98,9 @@ def train_adapter(
         leave=False,
     )
     taken = 0
-    for _ in range(epochs):
+    for batches in plan:
         total, tokens = torch.zeros((), dtype=torch.float64, device=on), 0
-        for index in length_grouped_batches([len(x) for x in items], config.batch_size, generator):
+        for index in batches:
             if taken == steps:
                 break
             taken += 1
