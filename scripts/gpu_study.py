@@ -169,14 +169,6 @@ def install() -> dict[str, str]:
     }
 
 
-def seeds(text: str) -> str:
-    """'0-9' or '0,1,2' -> '0,1,...'."""
-    if "-" in text:
-        low, high = map(int, text.split("-"))
-        return ",".join(map(str, range(low, high + 1)))
-    return text
-
-
 def study(args: argparse.Namespace, extra: list[str]) -> int:
     env = install()
     runs, reports = HOME / "runs", HOME / "reports"
@@ -185,7 +177,7 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
         name = Path(config).stem
         sweep = [
             sys.executable, "-m", "star", "sweep", "--config", str(ROOT / config),
-            "--strategies", args.strategies, "--seeds", seeds(args.seeds),
+            "--strategies", args.strategies, "--seeds", args.seeds,
             "--jobs", str(args.jobs), "--out", str(runs / name), *extra,
         ]  # fmt: skip
         print(f"study: {name}", flush=True)

@@ -161,3 +161,30 @@ def test_estimate_prints_each_part_of_a_runs_memory(capsys):
     assert f"LoRA + gradients + AdamW      {lora:.3f} GiB" in out
     for part in ("activations", "answer logits", "KV cache", "peak: "):
         assert part in out
+
+
+def test_estimate_plans_a_gpu_run_from_a_machine_without_one(capsys):
+    code = main(
+        ["estimate", *SMALL, "--task", "trec", "--for", "cuda", "--quantize", "4bit",
+         "--gradient-checkpointing"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0  # 4-bit is refused for a run here, not for a plan
+    assert out.startswith("star estimate: trec on tiny-random, cuda, bfloat16, weights in 4-bit")
+    assert "gradient checkpointing on" in out and "(plus the CUDA context, ~0.5 GiB)" in out
+
+
+@pytest.mark.parametrize(
+    "text,seeds", [("0,1,2", [0, 1, 2]), ("0-3", [0, 1, 2, 3]), ("0-2,7,2", [0, 1, 2, 7])]
+)
+def test_sweep_seeds_take_ranges(text, seeds):
+    from star.cli.experiment import _seeds
+
+    assert _seeds(text) == seeds
+
+
+def test_bad_sweep_seeds_are_one_line(tmp_path, capsys):
+    args = ["sweep", "--strategies", "random", "--seeds", "0-x", "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == "star: error: --seeds must be integers or ranges like 0-9, got '0-x'\n"

@@ -43,6 +43,12 @@ def test_aulc_is_the_mean_accuracy_along_the_curve():
     assert run.aulc(rounds=2) == pytest.approx(0.3)  # a table cut to the rounds all runs have
 
 
+def test_aulc_over_log_labels_weighs_every_doubling_the_same():
+    # 10 -> 20 -> 40: two doublings, each one unit of log2; (0.3 + 0.4) / 2
+    run = RunResult(Path("."), "pe", 0, [10, 20, 40], [0.2, 0.4, 0.4], [0, 0, 0], log_axis=True)
+    assert run.aulc() == pytest.approx(0.35)
+
+
 def test_detectable_difference_is_z_sum_times_the_standard_error():
     # sd of (0.1, 0.3) is 0.1·√2, so sd/√2 = 0.1; z₀.₉₇₅ + z₀.₈ = 1.959964 + 0.841621
     assert detectable_difference([0.1, 0.3]) == pytest.approx(0.2801585, abs=1e-6)

@@ -55,7 +55,7 @@ def add_commands(sub) -> None:
         "again finishes what is unfinished and skips what is done.",
     )
     sweep.add_argument("--strategies", required=True, help="comma-separated, e.g. random,pe,star")
-    sweep.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
+    sweep.add_argument("--seeds", required=True, help="comma-separated or ranges: 0,1,2 or 0-9")
     sweep.add_argument("--out", type=Path, required=True, help="folder of the runs")
     sweep.add_argument(
         "--jobs",
@@ -76,6 +76,13 @@ def add_commands(sub) -> None:
         help="only each run's first K rounds (e.g. 1: round 0, where strategies share the "
         "same random labels and differ only in training settings)",
     )
+    report.add_argument(
+        "--aulc-axis",
+        choices=("labels", "log-labels"),
+        default="labels",
+        help="the area's x: labelled examples, or their log2 (each doubling of the labels "
+        "weighs the same; for schedules that double) [default: labels]",
+    )
     report.set_defaults(handler=_report)
     estimate = sub.add_parser(
         "estimate",
@@ -85,6 +92,13 @@ def add_commands(sub) -> None:
         "the model's config.json; nothing is trained and no weight is loaded.",
     )
     estimate.add_argument("--config", type=Path, help="YAML file of run options")
+    estimate.add_argument(
+        "--for",
+        dest="target",
+        choices=("cuda", "cpu"),
+        help="estimate for this kind of device instead of this machine's (e.g. plan a GPU run "
+        "on a laptop: bf16, CUDA's dropout masks, its token budget)",
+    )
     add_config_options(estimate)
     estimate.set_defaults(handler=_estimate)
     sub.add_parser("strategies", help="list the query strategies").set_defaults(handler=_strategies)
@@ -100,10 +114,7 @@ def _sweep(args: argparse.Namespace) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise ConfigError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds must be integers, got {args.seeds!r}") from None
+    seeds = _seeds(args.seeds)
     for flag, value in (("jobs", args.jobs), ("threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"--{flag} must be at least 1, got {value}")
@@ -138,15 +149,29 @@ def _estimate(args: argparse.Namespace) -> int:
     from star.api import make_config
     from star.experiment.estimate import estimate
 
-    for line in estimate(make_config(given(args), args.config)):
+    for line in estimate(make_config(given(args), args.config), args.target):
         print(line)
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """'0,1,2', '0-9' or '0-4,7' -> the seeds, in order, each once."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            low, _, high = part.partition("-")
+            seeds += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise ConfigError(f"--seeds must be integers or ranges like 0-9, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds names no seed: {text!r}")
+    return list(dict.fromkeys(seeds))
 
 
 def _report(args: argparse.Namespace) -> int:
     from star.experiment.report import write_report
 
-    for path in write_report(args.runs, args.out, args.rounds):
+    for path in write_report(args.runs, args.out, args.rounds, args.aulc_axis):
         print(path)
     return 0
 

@@ -58,8 +58,10 @@ def pick_dtype(setting: str, on: torch.device) -> torch.dtype:
     """
     if setting != "auto":
         return getattr(torch, setting)
-    if on.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if on.type == "cuda":  # planned from a machine without one (`star estimate --for cuda`):
+        # the GPUs worth planning for (Ampere and later) all have bf16
+        fast = not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if fast else torch.float32
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return torch.bfloat16 if amx() else torch.float32
 

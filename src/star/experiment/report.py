@@ -57,19 +57,23 @@ class RunResult:
     brier: list[float] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the finished rounds
     settings: dict[str, object] = field(default_factory=dict)  # flattened config, no seed
+    log_axis: bool = False  # the area over log2(labels): every doubling weighs the same
 
     def aulc(self, rounds: int | None = None) -> float:
-        """Area under accuracy vs labelled examples over the first `rounds` rounds (all if
-        None), divided by the x-range: the mean accuracy along the curve (trapezoids; the one
-        point itself for a single round)."""
-        x, y = self.n_labeled[:rounds], self.accuracy[:rounds]
+        """Area under accuracy vs labelled examples (or their log2) over the first `rounds`
+        rounds (all if None), divided by the x-range: the mean accuracy along the curve
+        (trapezoids; the one point itself for a single round)."""
+        y = self.accuracy[:rounds]
+        x = [math.log2(n) if self.log_axis else n for n in self.n_labeled[:rounds]]
         if len(x) == 1 or x[-1] == x[0]:
             return y[-1]
         area = sum((x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2 for i in range(len(x) - 1))
         return area / (x[-1] - x[0])
 
 
-def find_runs(roots: list[Path], rounds: int | None = None) -> list[RunResult]:
+def find_runs(
+    roots: list[Path], rounds: int | None = None, log_axis: bool = False
+) -> list[RunResult]:
     """Every run with a finished round under the roots; only the first `rounds` if given."""
     runs = []
     for root in roots:
@@ -99,6 +103,7 @@ def find_runs(roots: list[Path], rounds: int | None = None) -> list[RunResult]:
                     [brier for _, brier in calibration],
                     sum(r.get("seconds", 0.0) for r in rows),
                     {k: v for k, v in _flatten(tree).items() if not k.startswith(NOT_A_VARIANT)},
+                    log_axis,
                 )
             )
     if not runs:
@@ -302,12 +307,15 @@ def _ci(diffs: list[float]) -> str:
     return f"{sum(diffs) / len(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> list[Path]:
+def write_report(
+    roots: list[Path], out: Path, rounds: int | None = None, axis: str = "labels"
+) -> list[Path]:
     """summary.md, runs.csv (every run and round) and accuracy, ECE, NLL, Brier and reliability
-    plots (PNG and SVG)."""
+    plots (PNG and SVG). axis: the AULC's x, "labels" or "log-labels" (log2: each doubling of
+    the labelled set weighs the same, for schedules that double)."""
     if rounds is not None and rounds < 1:
         raise StarError(f"--rounds {rounds}: must be at least 1")
-    groups = by_variant(find_runs(roots, rounds))
+    groups = by_variant(find_runs(roots, rounds, axis == "log-labels"))
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.md"]
     runs = sorted(str(r.path) for g in groups.values() for r in g)
@@ -321,9 +329,10 @@ def write_report(roots: list[Path], out: Path, rounds: int | None = None) -> lis
         + "\n\n"
         "## Accuracy per round (mean ± std over seeds), AULC and final ECE\n\n"
         + summary_table(groups)
-        + "\nAULC: area under accuracy vs labelled examples divided by its x-range (the mean "
-        "accuracy along the curve); std is the sample std over seeds; minutes: mean wall time "
-        "of a run's finished rounds.\n\n"
+        + "\nAULC: area under accuracy vs "
+        + ("log2(labelled examples)" if axis == "log-labels" else "labelled examples")
+        + " divided by its x-range (the mean accuracy along the curve); std is the sample std "
+        "over seeds; minutes: mean wall time of a run's finished rounds.\n\n"
         "## Calibration per round (mean ± std over seeds)\n\n"
         "Each prediction's confidence scored as a forecast that it is correct (ECE: 10 bins; "
         "NLL: confidences clamped to [1e-6, 1 − 1e-6]; lower is better for all three).\n"
