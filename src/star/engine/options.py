@@ -92,11 +92,12 @@ def _continue(
     on = prompt_mask.device
     index = torch.tensor([r for r, _ in items], device=on)  # (c,)
     length = max(len(o) for _, o in items) - 1
-    inputs = torch.full((len(items), length), pad_id, dtype=torch.long, device=on)  # (c, L-1)
-    targets = torch.full((len(items), length), IGNORE, dtype=torch.long, device=on)  # (c, L-1)
-    for row, (_, o) in enumerate(items):
+    inputs = torch.full((len(items), length), pad_id, dtype=torch.long)  # (c, L-1)
+    targets = torch.full((len(items), length), IGNORE, dtype=torch.long)  # (c, L-1)
+    for row, (_, o) in enumerate(items):  # filled on the host, copied to the device once
         inputs[row, : len(o) - 1] = torch.tensor(o[:-1])
         targets[row, : len(o) - 1] = torch.tensor(o[1:])
+    inputs, targets = inputs.to(on), targets.to(on)
     real = targets != IGNORE  # (c, L-1)
     mask = torch.cat([prompt_mask[index], real.long()], 1)  # (c, W + L-1)
     positions = last[index, None] + 1 + torch.arange(length, device=on)  # (c, L-1)
