@@ -8,6 +8,7 @@ A run folder named `offsetJ` is training seed J (TRAIN and LORA streams from see
 any other run (e.g. the sweep's own random run) is training seed 0.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,14 +27,16 @@ def main(roots: list[Path]) -> None:
     ticks = " / ".join(map(str, longest))
     print(
         "| task | epochs (or steps) per round | training seed "
-        f"| accuracy at {ticks} labels | AULC | final ECE | minutes |"
+        f"| accuracy at {ticks} labels | AULC (labels) | AULC (log₂ labels) | final ECE "
+        "| minutes |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for task, (by_steps, count), offset, r in rows:
         epochs = f"{count} steps" if by_steps else str(count)
         acc = " / ".join(f"{a:.2f}" for a in r.accuracy)
         done = len(r.n_labeled) == len(longest)  # an unfinished run's area is not comparable
-        aulc = f"{r.aulc():.3f}" if done else "(unfinished)"
+        areas = (r, dataclasses.replace(r, log_axis=True))
+        aulc = " | ".join(f"{a.aulc():.3f}" if done else "(unfinished)" for a in areas)
         print(
             f"| {task} | {epochs} | {offset} | {acc} | {aulc} | {r.ece[-1]:.3f} "
             f"| {r.seconds / 60:.1f} |"
