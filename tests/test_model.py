@@ -65,3 +65,27 @@ def test_processes_starting_together_build_a_cached_model_once(tmp_path, monkeyp
         w.join()
     assert len(builds) == 1
     assert got == [tmp_path / "m"] * 2 and (tmp_path / "m" / "config.json").is_file()
+
+
+def test_runtime_refusals_name_what_is_missing(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from star.errors import ModelError
+
+    gpu = torch.device("cuda", 0)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: None if name in ("bitsandbytes", "flash_attn") else real(name),
+    )
+    with pytest.raises(ModelError, match=r"^--quantize 4bit needs bitsandbytes: pip install"):
+        models.check_runtime(ModelConfig(quantize="4bit"), gpu)
+    with pytest.raises(ModelError, match=r"^--attention flash needs the flash-attn package"):
+        models.check_runtime(ModelConfig(attention="flash"), gpu)
+    models.check_runtime(ModelConfig(), gpu)  # bf16 + SDPA needs nothing extra
+    assert models.attention_kernel("auto", gpu) == "sdpa"  # no flash-attn: PyTorch's SDPA
+    assert models.attention_kernel("flash", gpu) == "flash_attention_2"
+    assert models.merge_pays(None, gpu) and not models.merge_pays(None, gpu, quantized=True)
