@@ -59,6 +59,8 @@ def test_the_whole_workflow(project, tmp_path, capsys):
     assert [r["uncertainty"] for r in batch] == sorted(
         (r["uncertainty"] for r in batch), reverse=True
     )
+    # two labels: the answer's probability is at least a half, and at most one
+    assert all(0.5 <= r["model_confidence"] <= 1 for r in batch)
     filled = fill(tmp_path / "b0.jsonl", tmp_path / "l0.jsonl", GOLD)
     assert star("label", project, filled) == 0
     assert star("label", project, filled) == 0  # idempotent
@@ -143,7 +145,8 @@ def test_free_text_pool(tmp_path):
     assert star("init", path, "--pool", pool, "--max-new-tokens", 4, *FAST) == 0
     assert star("next", path, "--k", 2, "--format", "csv", "--out", tmp_path / "b.csv") == 0
     lines = (tmp_path / "b.csv").read_text().splitlines()
-    assert lines[0] == "id,prompt,choices,model_answer,uncertainty,label" and len(lines) == 3
+    assert lines[0] == "id,prompt,choices,model_answer,model_confidence,uncertainty,label"
+    assert len(lines) == 3
 
 
 def bad_cases(tmp_path: Path) -> list[tuple[list, str]]:
@@ -544,3 +547,14 @@ def test_a_full_disk_is_one_line_and_loses_nothing(project, tmp_path, capsys, mo
     assert star("train", project) == 0
     with Project.open(project) as p:
         assert [r["round"] for r in p.rounds()] == [0]
+
+
+def test_a_label_studio_prediction_scores_confidence_not_uncertainty():
+    from star.labelling.formats import ToLabel, ls_task
+
+    sure = ls_task(ToLabel("a", "text", ("yes", "no"), "no", 0.9, 0.47), "star-round-2")
+    assert sure["predictions"][0]["score"] == 0.9 and sure["data"]["star_uncertainty"] == 0.47
+    assert sure["predictions"][0]["model_version"] == "star-round-2"
+    assert sure["predictions"][0]["result"][0]["value"] == {"choices": ["no"]}
+    rounded_over = ls_task(ToLabel("b", "text", None, "x", 1.0000001, 0.0), "v")
+    assert rounded_over["predictions"][0]["score"] == 1.0

@@ -55,6 +55,12 @@ def add_commands(sub) -> None:
     push = sub.add_parser("push", help="send a batch to a running Label Studio (SDK)")
     push.add_argument("dir", type=Path)
     push.add_argument("--batch", type=int, help="batch number (default: the last)")
+    push.add_argument(
+        "--refresh",
+        action="store_true",
+        help="instead of a batch: replace the pre-annotations of the Label Studio tasks nobody "
+        "has labelled yet with the last trained round's answers (run after `star train`)",
+    )
     pull = sub.add_parser("pull", help="import the annotations made in Label Studio (SDK)")
     pull.add_argument("dir", type=Path)
     pull.add_argument("--relabel", action="store_true", help="replace labels that differ")
@@ -136,11 +142,23 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from star.labelling.labelstudio import Server, push
+    from star.labelling.labelstudio import Server, push, refresh
     from star.labelling.project import Project
 
     server = Server.from_options(args.ls_url, args.ls_api_key, args.ls_timeout)
     with Project.open(args.dir) as project:
+        if args.refresh:
+            pid = args.ls_project or project.label_studio_project(server.url)
+            if pid is None:
+                raise ConfigError(
+                    "no Label Studio project: push a batch first or pass --ls-project"
+                )
+            count, version = refresh(server, pid, project.preannotate)
+            print(
+                f"refreshed {count} unlabelled task(s) in {server.url}/projects/{pid}"
+                + (f" with {version}'s answers" if version else "")
+            )
+            return 0
         batch = project.batch(args.batch)
         if not batch["file"].endswith(".json"):
             raise ConfigError(
@@ -148,10 +166,11 @@ def _push(args: argparse.Namespace) -> int:
                 "with `star next --format label-studio`"
             )
         linked = args.ls_project or project.label_studio_project(server.url)
-        pid = push(server, Path(batch["file"]), linked, f"star: {project.path.name}")
+        pid, new, held = push(server, Path(batch["file"]), linked, f"star: {project.path.name}")
         project.link_label_studio(server.url, pid)
     print(
-        f"pushed batch {batch['batch']} ({len(batch['ids'])} tasks) to {server.url}/projects/{pid}"
+        f"pushed batch {batch['batch']} to {server.url}/projects/{pid}: {new} new task(s)"
+        + (f", {held} already there" if held else "")
     )
     return 0
 

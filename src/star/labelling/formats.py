@@ -38,7 +38,8 @@ class ToLabel:
     prompt: str
     choices: tuple[str, ...] | None
     model_answer: str
-    uncertainty: float
+    confidence: float  # p(model_answer) in [0, 1]: what a labelling tool sorts by
+    uncertainty: float  # the strategy's score (why it was chosen); larger is less sure
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def render(rows: list[ToLabel], fmt: str, model_version: str) -> str:
                     "prompt": r.prompt,
                     **({"choices": list(r.choices)} if r.choices else {}),
                     "model_answer": r.model_answer,
+                    "model_confidence": r.confidence,
                     "uncertainty": r.uncertainty,
                     "label": None,
                 },
@@ -68,36 +70,45 @@ def render(rows: list[ToLabel], fmt: str, model_version: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["id", "prompt", "choices", "model_answer", "uncertainty", "label"])
+        writer.writerow(
+            ["id", "prompt", "choices", "model_answer", "model_confidence", "uncertainty", "label"]
+        )
         for r in rows:
             choices = CHOICE_SEPARATOR.join(r.choices) if r.choices else ""
-            writer.writerow([r.id, r.prompt, choices, r.model_answer, f"{r.uncertainty:.6g}", ""])
+            confidence, uncertainty = f"{r.confidence:.6g}", f"{r.uncertainty:.6g}"
+            writer.writerow([r.id, r.prompt, choices, r.model_answer, confidence, uncertainty, ""])
         return out.getvalue()
     if fmt == "label-studio":
         return json.dumps([ls_task(r, model_version) for r in rows], ensure_ascii=False, indent=1)
     raise ValueError(fmt)
 
 
-def ls_task(row: ToLabel, model_version: str) -> dict:
-    """One task in Label Studio's import format, the model's answer as its prediction."""
+def ls_prediction(row: ToLabel, model_version: str) -> dict:
+    """The model's answer as a Label Studio prediction. `score` is a confidence in [0, 1]:
+    Label Studio's uncertainty sampling serves the lowest score first, and its Data Manager
+    shows it as the prediction score."""
     if row.choices:
         picked = [row.model_answer] if row.model_answer in row.choices else []
         result = {"type": "choices", "from_name": "label_choice", "value": {"choices": picked}}
     else:
         result = {"type": "textarea", "from_name": FROM_NAME, "value": {"text": [row.model_answer]}}
-    data = {"star_id": row.id, "prompt": row.prompt, "options": []}
-    if row.choices:
-        data["options"] = [{"value": c} for c in row.choices]
     return {
-        "data": data,
-        "predictions": [
-            {
-                "model_version": model_version,
-                "score": row.uncertainty,
-                "result": [{**result, "to_name": TO_NAME}],
-            }
-        ],
+        "model_version": model_version,
+        "score": min(1.0, max(0.0, float(row.confidence))),
+        "result": [{**result, "to_name": TO_NAME}],
     }
+
+
+def ls_task(row: ToLabel, model_version: str) -> dict:
+    """One task in Label Studio's import format, the model's answer as its prediction and
+    the strategy's uncertainty kept in the task's data (a Data Manager column)."""
+    data = {
+        "star_id": row.id,
+        "prompt": row.prompt,
+        "options": [{"value": c} for c in row.choices] if row.choices else [],
+        "star_uncertainty": row.uncertainty,
+    }
+    return {"data": data, "predictions": [ls_prediction(row, model_version)]}
 
 
 def parse(

@@ -64,22 +64,83 @@ def _call(what: str, fn):
         raise StarError(f"Label Studio: {what} failed: {first[:200]}") from None
 
 
-def push(server: Server, tasks_file: Path, project_id: int | None, title: str) -> int:
-    """Import the tasks of a `star next --format label-studio` file; creates a project with
-    star's labelling interface when no id is given. Returns the Label Studio project id."""
+# what star asks of a project: show annotators the model's answer, serve the least confident
+# task first (Label Studio's uncertainty sampling orders by the current model version's score)
+SETTINGS = {"show_collab_predictions": True, "sampling": "Uncertainty sampling"}
+
+
+def push(
+    server: Server, tasks_file: Path, project_id: int | None, title: str
+) -> tuple[int, int, int]:
+    """Import the tasks of a `star next --format label-studio` file that the project does not
+    hold yet (by star id: pushing twice duplicates nothing); creates a project with star's
+    labelling interface when no id is given, and points the project at this batch's model
+    version. Returns (Label Studio project id, tasks imported, tasks already there)."""
     tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+    version = next((p["model_version"] for t in tasks for p in t.get("predictions", [])), None)
     ls = server.client()
     if project_id is None:
         project = _call(
             "creating a project",
-            lambda: ls.projects.create(title=title, label_config=LABEL_CONFIG),
+            lambda: ls.projects.create(title=title, label_config=LABEL_CONFIG, **SETTINGS),
         )
         project_id = project.id
+    held = {t.data.get("star_id") for t in _tasks(ls, project_id)}
+    new = [t for t in tasks if t["data"]["star_id"] not in held]
+    if new:
+        _call(
+            "importing tasks",
+            lambda: ls.projects.import_tasks(id=project_id, request=new, return_task_ids=True),
+        )
+    if version is not None:
+        _point(ls, project_id, version)
+    return project_id, len(new), len(tasks) - len(new)
+
+
+def refresh(server: Server, project_id: int, answer) -> tuple[int, str | None]:
+    """Replace the predictions of the project's tasks that nobody has annotated yet with the
+    current model's answers. `answer(star ids)` -> (model version, ToLabel rows). Returns
+    (tasks refreshed, the model version now shown)."""
+    from star.labelling.formats import ls_prediction
+
+    ls = server.client()
+    waiting = [t for t in _tasks(ls, project_id) if "star_id" in t.data and not _done(t)]
+    if not waiting:
+        return 0, None
+    version, rows = answer([t.data["star_id"] for t in waiting])
+    for task, row in zip(waiting, rows, strict=True):
+        for old in task.predictions or []:
+            old_id = old["id"] if isinstance(old, dict) else old.id
+            _call("removing an old prediction", lambda i=old_id: ls.predictions.delete(id=i))
+        prediction = ls_prediction(row, version)
+        _call(
+            "adding a prediction",
+            lambda t=task, p=prediction: ls.predictions.create(task=t.id, **p),
+        )
+    _point(ls, project_id, version)
+    return len(waiting), version
+
+
+def _done(task) -> bool:
+    """Annotated by someone (a skipped task is still waiting for a label)."""
+    for a in task.annotations or []:
+        cancelled = a.get("was_cancelled") if isinstance(a, dict) else a.was_cancelled
+        if not cancelled:
+            return True
+    return False
+
+
+def _tasks(ls, project_id: int) -> list:
+    return _call("listing tasks", lambda: list(ls.tasks.list(project=project_id, fields="all")))
+
+
+def _point(ls, project_id: int, version: str) -> None:
+    """The project's current model version (what uncertainty sampling and the Data Manager's
+    score column read) and star's settings, reapplied to projects made elsewhere."""
     _call(
-        "importing tasks",
-        lambda: ls.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True),
+        "setting the model version",
+        lambda: ls.projects.update(id=project_id, model_version=version, **SETTINGS),
     )
-    return project_id
 
 
 def pull(server: Server, project_id: int, out: Path) -> Path:

@@ -357,7 +357,6 @@ class Project:
         candidates), and the model answers only the chosen items unless the strategy needed
         every candidate's answer anyway.
         """
-        from star.engine import model as models
 
         rounds, labels, pending = self.rounds(), self.labels(), self.pending()
         examples = self.examples()
@@ -376,19 +375,12 @@ class Project:
         by_id = {e.id: e for e in unlabelled}
         answered = dict(choice.answered)
         todo = [by_id[s.id] for s in choice.selected if s.id not in answered]
-        if todo:
-            length = learner.answer_length([e for e in covered if e.target])
-            with models.merged(model, last >= 0 and learner.merge):
-                said = learner.answers(model, todo, length)
-            answered.update((e.id, a) for e, a in zip(todo, said, strict=True))
-        rows = [
-            ToLabel(s.id, by_id[s.id].prompt, by_id[s.id].choices, answered[s.id].text, s.score)
-            for s in choice.selected
-        ]
+        answered |= self._answer(learner, model, last, todo, labels)
+        rows = [_to_label(by_id[s.id], answered[s.id], s.score) for s in choice.selected]
         after = last if last >= 0 else None
         number = len(self.batches())
         out = out or self.path / "exports" / f"batch-{number:03d}{SUFFIX[fmt]}"
-        atomic_write(out, render(rows, fmt, f"star-round-{after}"))
+        atomic_write(out, render(rows, fmt, model_version(after)))
         append_jsonl(
             self.path / "batches.jsonl",
             [
@@ -401,6 +393,34 @@ class Project:
             ],
         )
         return out, len(rows), choice.candidates
+
+    def _answer(self, learner: Learner, model, last: int, todo: list[Example], labels) -> dict:
+        """The model's answers to `todo`, by id (the answer length from the labels' targets)."""
+        from star.engine import model as models
+
+        if not todo:
+            return {}
+        length = learner.answer_length([e for e in self.examples() if e.id in labels])
+        with models.merged(model, last >= 0 and learner.merge):
+            said = learner.answers(model, todo, length)
+        return {e.id: a for e, a in zip(todo, said, strict=True)}
+
+    def preannotate(self, ids: list[str]) -> tuple[str, list[ToLabel]]:
+        """The last trained round's answers to these pool items (the base model's before any
+        round), for refreshing the pre-annotations of items still waiting to be labelled:
+        (model version, one row per id; its uncertainty is the answer's own, in [0, 1])."""
+        by_id = {e.id: e for e in self.examples()}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise StarError(f"{self.path}: not pool items: {', '.join(unknown[:5])}")
+        rounds = self.rounds()
+        last = len(rounds) - 1 if rounds else -1
+        learner = self.learner()
+        model = learner.load_adapter(self.adapter_dir(last)) if last >= 0 else learner.base
+        todo = [by_id[i] for i in ids]
+        answered = self._answer(learner, model, last, todo, self.labels())
+        rows = [_to_label(e, answered[e.id], answered[e.id].uncertainty) for e in todo]
+        return model_version(last if last >= 0 else None), rows
 
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         """Copy round `round`'s adapter (default: the last) to the new folder `out`, loadable with
@@ -425,3 +445,14 @@ def _item(row: dict) -> Item:
 
 def _write_items(path: Path, items: list[Item]) -> None:
     atomic_write(path, "".join(json.dumps(i.to_row(), ensure_ascii=False) + "\n" for i in items))
+
+
+def model_version(after_round: int | None) -> str:
+    """The name a labelling tool shows for the model whose answers it holds."""
+    return "star-base" if after_round is None else f"star-round-{after_round}"
+
+
+def _to_label(example: Example, answer, uncertainty: float) -> ToLabel:
+    return ToLabel(
+        example.id, example.prompt, example.choices, answer.text, answer.confidence, uncertainty
+    )
