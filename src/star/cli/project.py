@@ -79,6 +79,35 @@ def add_commands(sub) -> None:
             help="Label Studio project id (default: the one star created on the first push)",
         )
 
+    annotate = sub.add_parser(
+        "annotate",
+        help="an LLM labels a batch; its sure answers become labels, the rest go to people",
+        description="Asks an OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, "
+        "Ollama, a hosted API) for each waiting item of a batch. Answers at or above "
+        "--threshold confidence (read off the reply's log-probabilities) are recorded as "
+        "labels with their provenance; the rest are written as a new batch for people, "
+        "pre-annotated with the LLM's answer. Each answer is journaled as it arrives: a killed "
+        "run, rerun, asks nothing twice. A person's label always replaces the LLM's.",
+    )
+    annotate.add_argument("dir", type=Path)
+    annotate.add_argument("--batch", type=int, help="batch number (default: the last)")
+    annotate.add_argument("--base-url", help="endpoint, e.g. http://127.0.0.1:8080/v1 "
+                          "(default: $OPENAI_BASE_URL)")  # fmt: skip
+    annotate.add_argument("--llm-model", help="model name to ask for (default: $STAR_LLM_MODEL)")
+    annotate.add_argument("--api-key", help="default: $OPENAI_API_KEY (local servers need none)")
+    annotate.add_argument(
+        "--threshold", type=float, default=0.9, help="confidence that makes a label [0.9]"
+    )
+    annotate.add_argument("--max-requests", type=int, help="ask at most this many now")
+    annotate.add_argument("--timeout", type=float, default=60.0, help="seconds per request [60]")
+    annotate.add_argument(
+        "--retries", type=int, default=2, help="retries of a failed request, with backoff [2]"
+    )
+    annotate.add_argument(
+        "--dry-run", action="store_true", help="say how many requests it would make, make none"
+    )
+    annotate.add_argument("--format", choices=FORMATS, default="jsonl", help="people's batch")
+
     train = sub.add_parser("train", help="train a fresh adapter on all labels, then evaluate")
     train.add_argument("dir", type=Path)
     status = sub.add_parser("status", help="counts, rounds and metrics of a project")
@@ -96,6 +125,7 @@ def add_commands(sub) -> None:
         train: _train,
         status: _status,
         export: _export_adapter,
+        annotate: _annotate,
     }
     for parser, handler in handlers.items():
         parser.set_defaults(handler=handler)
@@ -209,10 +239,45 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_status(status: dict) -> None:
+def _annotate(args: argparse.Namespace) -> int:
+    from star.labelling.annotator import Endpoint
+    from star.labelling.project import Project
+
+    if args.max_requests is not None and args.max_requests < 1:
+        raise ConfigError(f"--max-requests must be at least 1, got {args.max_requests}")
+    endpoint = Endpoint.from_options(
+        args.base_url, args.llm_model, args.api_key, args.timeout, args.retries
+    )
+    with Project.open(args.dir) as project:
+        done = project.annotate(
+            endpoint, args.batch, args.threshold, args.max_requests, args.format, args.dry_run
+        )
+    if done.get("dry_run"):
+        print(
+            f"would make {done['requests']} request(s) to {endpoint.base_url} "
+            f"({done['prompt_chars']:,} characters of prompts, about "
+            f"{done['prompt_chars'] // 4:,} tokens)"
+        )
+        return 0
     print(
-        f"pool {status['pool']}: {status['labelled']} labelled, {status['waiting']} waiting "
-        f"for labels in {status['batches']} batch(es), {status['unlabelled']} unlabelled"
+        f"asked {done['asked']} item(s)"
+        + (f" ({done['answered_before']} answered before)" if done["answered_before"] else "")
+    )
+    if done["left"]:
+        print(f"{done['left']} item(s) still to ask: run the same command again")
+        return 0
+    print(f"{done['accepted']} label(s) accepted at confidence >= {args.threshold}")
+    if done["to_people"]:
+        print(f"{done['to_people']} item(s) for people, with the LLM's answer: {done['file']}")
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    by = status["labelled_by"]
+    source = f" ({by['people']} by people, {by['llm']} by an LLM)" if by["llm"] else ""
+    print(
+        f"pool {status['pool']}: {status['labelled']} labelled{source}, {status['waiting']} "
+        f"waiting for labels in {status['batches']} batch(es), {status['unlabelled']} unlabelled"
     )
     for row in status["rounds"]:
         _print_project_round(row)

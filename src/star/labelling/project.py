@@ -36,6 +36,7 @@ import yaml
 from star import config as cfg
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.files import atomic_write, lock_dir, write_folder, write_jsonl
+from star.labelling.annotator import Endpoint
 from star.labelling.formats import SUFFIX, ToLabel, parse, render
 from star.labelling.incoming import checked_labels
 from star.labelling.journal import append_jsonl, read_journal
@@ -179,9 +180,18 @@ class Project:
         """The evaluation items with their answers ([] without an eval file)."""
         return [_item(r) for r in read_journal(self.path / "eval.jsonl")]
 
-    def labels(self) -> dict[str, str]:
-        """id -> label of every labelled item (the last import of an id wins)."""
-        return {r["id"]: r["label"] for r in read_journal(self.path / "labels.jsonl")}
+    def labels(self, people_only: bool = False) -> dict[str, str]:
+        """id -> label of every labelled item (the last import of an id wins; a person's label
+        is always recorded after the LLM's it replaces). `people_only`: without the labels an
+        LLM annotator gave."""
+        rows = read_journal(self.path / "labels.jsonl")
+        return {r["id"]: r["label"] for r in rows if not (people_only and _by_llm(r))}
+
+    def labelled_by(self) -> dict[str, int]:
+        """How many items hold a person's label and how many an LLM's."""
+        last = {r["id"]: r for r in read_journal(self.path / "labels.jsonl")}
+        llm = sum(_by_llm(r) for r in last.values())
+        return {"people": len(last) - llm, "llm": llm}
 
     def batches(self) -> list[dict]:
         """Every exported batch: {"batch", "ids", "file", "after_round"}."""
@@ -224,6 +234,7 @@ class Project:
         return {
             "pool": len(pool),
             "labelled": len(labels),
+            "labelled_by": self.labelled_by(),
             "waiting": len(pending),
             "unlabelled": len(pool) - len(labels) - len(pending),
             "batches": len(self.batches()),
@@ -259,7 +270,9 @@ class Project:
         Importing the same file twice changes nothing. A label for an id never exported, or
         one that differs from the recorded label, is refused unless the flag allows it.
         """
-        labels, exported = self.labels(), {i for b in self.batches() for i in b["ids"]}
+        # against people's labels only: a person's label replaces an LLM's without --relabel
+        labels = self.labels(people_only=True)
+        exported = {i for b in self.batches() for i in b["ids"]}
         fields = self.settings.fields
         found = parse(file, ("id", fields.id), ("label", fields.answer))
         new, unchanged = checked_labels(
@@ -422,6 +435,87 @@ class Project:
         rows = [_to_label(e, answered[e.id], answered[e.id].uncertainty) for e in todo]
         return model_version(last if last >= 0 else None), rows
 
+    # ------------------------------------------------------------------ the LLM annotator
+    def annotate(
+        self,
+        endpoint: Endpoint,
+        batch: int | None = None,
+        threshold: float = 0.9,
+        max_requests: int | None = None,
+        fmt: str = "jsonl",
+        dry_run: bool = False,
+    ) -> dict:
+        """An LLM labels a batch's waiting items; its answers at or above `threshold`
+        confidence become labels (with their provenance), the rest go to people as a new
+        batch pre-annotated with the LLM's answers. Each answer is journaled as it arrives, so
+        a killed run resumes without asking again. Returns counts and the people's batch."""
+        from star.labelling.annotator import PROMPT_VERSION, ask
+
+        if not 0 <= threshold <= 1:
+            raise StarError(f"--threshold must be in [0, 1], got {threshold}")
+        chosen = self.batch(batch)
+        by_id = {i.id: i for i in self.pool()}
+        labels = self.labels()
+        waiting = [by_id[i] for i in chosen["ids"] if i not in labels]
+        source = {"annotator": endpoint.base_url, "model": endpoint.model}
+        source |= {"prompt_version": PROMPT_VERSION}
+        answered = {
+            r["id"]: r
+            for r in read_journal(self.path / "llm.jsonl")
+            if all(r.get(k) == v for k, v in source.items())
+        }
+        todo = [i for i in waiting if i.id not in answered]
+        if dry_run:
+            chars = sum(len(i.prompt) for i in todo)
+            return {"requests": len(todo), "prompt_chars": chars, "dry_run": True}
+        asked = todo if max_requests is None else todo[:max_requests]
+        client = endpoint.client() if asked else None
+        for item in asked:
+            said = ask(client, endpoint, item.prompt, item.choices)
+            row = {"id": item.id, "answer": said.answer, "confidence": said.confidence}
+            row |= source | {"tokens": said.tokens}
+            append_jsonl(self.path / "llm.jsonl", [row])  # journaled before the next request
+            answered[item.id] = row
+        counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
+        left = len(todo) - len(asked)
+        if left:
+            return counts | {"left": left}
+        rows = [answered[i.id] for i in waiting]
+        sure = [r for r in rows if _sure(r, threshold)]
+        append_jsonl(
+            self.path / "labels.jsonl",
+            ({"id": r["id"], "label": r["answer"], "source": "llm", **source,
+              "confidence": r["confidence"]} for r in sure),
+        )  # fmt: skip
+        review = [r for r in rows if not _sure(r, threshold)]
+        counts |= {"accepted": len(sure), "to_people": len(review), "left": 0}
+        if review:
+            counts["file"] = self._review_batch(chosen, review, by_id, fmt, endpoint)
+        return counts
+
+    def _review_batch(self, chosen: dict, review: list[dict], by_id, fmt: str, endpoint) -> str:
+        """The items the LLM was unsure of, as a new batch with its answers pre-annotated (the
+        same batch again if it exists already)."""
+        ids = [r["id"] for r in review]
+        for b in self.batches():
+            if b.get("reviews") == chosen["batch"] and b["ids"] == ids:
+                return b["file"]
+        number = len(self.batches())
+        out = self.path / "exports" / f"batch-{number:03d}{SUFFIX[fmt]}"
+        rows = []
+        for r in review:
+            item = by_id[r["id"]]
+            answer = r["answer"] if r["answer"] is not None else ""
+            sure = r["confidence"] if r["confidence"] is not None else 0.0
+            rows.append(ToLabel(item.id, item.prompt, item.choices, answer, sure, 1 - sure))
+        atomic_write(out, render(rows, fmt, f"llm:{endpoint.model}"))
+        append_jsonl(
+            self.path / "batches.jsonl",
+            [{"batch": number, "ids": ids, "file": str(out),
+              "after_round": chosen["after_round"], "reviews": chosen["batch"]}],
+        )  # fmt: skip
+        return str(out)
+
     def export_adapter(self, out: Path, round: int | None = None) -> Path:
         """Copy round `round`'s adapter (default: the last) to the new folder `out`, loadable with
         `PeftModel.from_pretrained`."""
@@ -456,3 +550,15 @@ def _to_label(example: Example, answer, uncertainty: float) -> ToLabel:
     return ToLabel(
         example.id, example.prompt, example.choices, answer.text, answer.confidence, uncertainty
     )
+
+
+def _by_llm(row: dict) -> bool:
+    return row.get("source") == "llm"
+
+
+def _sure(row: dict, threshold: float) -> bool:
+    """An LLM answer good enough to be a label: in the set, with a confidence that clears the
+    threshold (an answer without a confidence never does)."""
+    if row["answer"] is None or row["confidence"] is None:
+        return False
+    return row["confidence"] >= threshold
