@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from star import config as cfg
+from star.crash import crash_point
 from star.errors import BadInputError, EmptyPoolError, RunDirError, StarError
 from star.files import atomic_write, lock_dir, write_folder, write_jsonl
 from star.labelling.annotator import Endpoint
@@ -454,6 +455,10 @@ class Project:
         if not 0 <= threshold <= 1:
             raise StarError(f"--threshold must be in [0, 1], got {threshold}")
         chosen = self.batch(batch)
+        if "reviews" in chosen:  # people's share of an annotated batch: that batch again
+            chosen = self.batch(chosen["reviews"])
+        elif batch is None:  # the last batch `star next` wrote
+            chosen = [b for b in self.batches() if "reviews" not in b][-1]
         by_id = {i.id: i for i in self.pool()}
         labels = self.labels()
         waiting = [by_id[i] for i in chosen["ids"] if i not in labels]
@@ -476,6 +481,7 @@ class Project:
             row |= source | {"tokens": said.tokens}
             append_jsonl(self.path / "llm.jsonl", [row])  # journaled before the next request
             answered[item.id] = row
+            crash_point("annotate answer")
         counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
         left = len(todo) - len(asked)
         if left:

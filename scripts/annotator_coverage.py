@@ -1,0 +1,54 @@
+"""How good is an LLM annotator, and how much would it save? On a built-in benchmark with gold
+labels: the annotator's accuracy against coverage at several confidence thresholds (the table
+refuel's autolabel reports), from one request per item through `star annotate`'s own code.
+
+    .venv/bin/python scripts/annotator_coverage.py --base-url http://127.0.0.1:8080/v1 \
+        --llm-model smollm2 --task sst2 --n 200
+
+Coverage: the share of items whose answer clears the threshold (accepted as labels);
+accuracy: of those, the share equal to the gold label; people label the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from star.labelling.annotator import Endpoint, ask
+from star.tasks.registry import TASKS, load_split
+from star.tasks.resolve import sample
+
+THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--llm-model", required=True)
+    parser.add_argument("--task", default="sst2", help="a built-in task with a label set")
+    parser.add_argument("--n", type=int, default=200, help="test rows asked (seeded sample)")
+    args = parser.parse_args()
+    spec = TASKS[args.task]
+    if not spec.labels:
+        raise SystemExit(f"{args.task} has free answers; choose a task with a label set")
+    rows = sample(load_split(args.task, "test"), args.n, 0)
+    endpoint = Endpoint.from_options(args.base_url, args.llm_model)
+    client = endpoint.client()
+    said = [ask(client, endpoint, row.prompt, spec.labels) for row in rows]
+    gold = [row.answer for row in rows]
+    print(f"{args.task}, {len(rows)} test rows, annotator {args.llm_model} at {args.base_url}")
+    print("| threshold | coverage | accuracy of the accepted | labels left to people |")
+    print("|---|---|---|---|")
+    for t in THRESHOLDS:
+        kept = [
+            (s.answer == g)
+            for s, g in zip(said, gold, strict=True)
+            if s.answer is not None and s.confidence is not None and s.confidence >= t
+        ]
+        accuracy = f"{sum(kept) / len(kept):.3f}" if kept else "—"
+        print(f"| {t:.2f} | {len(kept) / len(rows):.3f} | {accuracy} | {len(rows) - len(kept)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

