@@ -5,6 +5,7 @@ The server logs one line per completion it runs, which is how requests are count
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_killed_mid_batch_it_resumes_without_asking_twice(llm, project, tmp_path
     capsys.readouterr()
     assert main(_ask(llm, project, "--threshold", 0.6)) == 0
     out = capsys.readouterr().out
-    assert "asked 3 item(s) (3 answered before)" in out
+    assert re.search(r"asked 3 item\(s\), [\d,]+ tokens \(3 answered before\)", out)
     assert llm.completions() - before == 6  # every waiting item asked exactly once
     answers = _journal(project / "llm.jsonl")
     assert sorted(a["id"] for a in answers) == sorted(set(a["id"] for a in answers))
@@ -222,8 +223,8 @@ def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
         (project / "llm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         done = p.annotate(endpoint, threshold=0.9)
         review_file = str(project / "exports" / "batch-001.jsonl")
-        assert done == {"asked": 0, "answered_before": 6, "accepted": 2, "to_people": 4,
-                        "left": 0, "file": review_file}  # fmt: skip
+        assert done == {"asked": 0, "answered_before": 6, "tokens": 0, "accepted": 2,
+                        "to_people": 4, "left": 0, "file": review_file}  # fmt: skip
         assert p.labels() == {ids[0]: "positive", ids[1]: "negative"}
         assert p.labelled_by() == {"people": 0, "llm": 2}
         review = [json.loads(x) for x in Path(done["file"]).read_text().splitlines()]
@@ -241,3 +242,12 @@ def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
     assert "2 labelled (1 by people, 1 by an LLM)" in capsys.readouterr().out
     with Project.open(project) as p:
         assert p.labels()[ids[0]] == "negative"
+
+
+def test_a_token_budget_stops_asking_and_the_rest_waits(llm, project, capsys):
+    before = llm.completions()
+    capsys.readouterr()
+    assert main(_ask(llm, project, "--max-tokens", 1)) == 0  # spent by the first request
+    out = capsys.readouterr().out
+    assert out.startswith("asked 1 item(s), ") and "5 item(s) still to ask" in out
+    assert llm.completions() - before == 1 and len(_journal(project / "llm.jsonl")) == 1

@@ -99,6 +99,11 @@ def add_commands(sub) -> None:
         "--threshold", type=float, default=0.9, help="confidence that makes a label [0.9]"
     )
     annotate.add_argument("--max-requests", type=int, help="ask at most this many now")
+    annotate.add_argument(
+        "--max-tokens",
+        type=int,
+        help="stop asking once this run has used this many tokens (as the server counts them)",
+    )
     annotate.add_argument("--timeout", type=float, default=60.0, help="seconds per request [60]")
     annotate.add_argument(
         "--retries", type=int, default=2, help="retries of a failed request, with backoff [2]"
@@ -243,14 +248,22 @@ def _annotate(args: argparse.Namespace) -> int:
     from star.labelling.annotator import Endpoint
     from star.labelling.project import Project
 
-    if args.max_requests is not None and args.max_requests < 1:
-        raise ConfigError(f"--max-requests must be at least 1, got {args.max_requests}")
+    for flag in ("max_requests", "max_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     endpoint = Endpoint.from_options(
         args.base_url, args.llm_model, args.api_key, args.timeout, args.retries
     )
     with Project.open(args.dir) as project:
         done = project.annotate(
-            endpoint, args.batch, args.threshold, args.max_requests, args.format, args.dry_run
+            endpoint,
+            args.batch,
+            args.threshold,
+            args.max_requests,
+            args.format,
+            args.dry_run,
+            args.max_tokens,
         )
     if done.get("dry_run"):
         print(
@@ -260,7 +273,7 @@ def _annotate(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"asked {done['asked']} item(s)"
+        f"asked {done['asked']} item(s), {done['tokens']:,} tokens"
         + (f" ({done['answered_before']} answered before)" if done["answered_before"] else "")
     )
     if done["left"]:

@@ -445,11 +445,14 @@ class Project:
         max_requests: int | None = None,
         fmt: str = "jsonl",
         dry_run: bool = False,
+        max_tokens: int | None = None,
     ) -> dict:
         """An LLM labels a batch's waiting items; its answers at or above `threshold`
         confidence become labels (with their provenance), the rest go to people as a new
         batch pre-annotated with the LLM's answers. Each answer is journaled as it arrives, so
-        a killed run resumes without asking again. Returns counts and the people's batch."""
+        a killed run resumes without asking again. `max_requests` and `max_tokens` (prompt +
+        completion, as the server counts them) cap what this run spends; what is left waits
+        for the next. Returns counts and the people's batch."""
         from star.labelling.annotator import PROMPT_VERSION, ask
 
         if not 0 <= threshold <= 1:
@@ -473,16 +476,22 @@ class Project:
         if dry_run:
             chars = sum(len(i.prompt) for i in todo)
             return {"requests": len(todo), "prompt_chars": chars, "dry_run": True}
-        asked = todo if max_requests is None else todo[:max_requests]
-        client = endpoint.client() if asked else None
-        for item in asked:
+        budget = todo if max_requests is None else todo[:max_requests]
+        client = endpoint.client() if budget else None
+        asked, spent = [], 0
+        for item in budget:
+            if max_tokens is not None and spent >= max_tokens:
+                break  # the token budget is spent: the rest wait for the next run
+            asked.append(item)
             said = ask(client, endpoint, item.prompt, item.choices)
+            spent += said.tokens
             row = {"id": item.id, "answer": said.answer, "confidence": said.confidence}
             row |= source | {"tokens": said.tokens}
             append_jsonl(self.path / "llm.jsonl", [row])  # journaled before the next request
             answered[item.id] = row
             crash_point("annotate answer")
         counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
+        counts["tokens"] = spent
         left = len(todo) - len(asked)
         if left:
             return counts | {"left": left}
