@@ -22,6 +22,7 @@ Random weights make random answers; every figure here is speed or memory, none i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -59,7 +60,8 @@ SHAPES = {
     "tiny": (256, 4, 1024, 4, 4, True),  # the test model's shape
     "135m": (576, 30, 1536, 9, 3, True),  # SmolLM2-135M
     "1b": (2048, 16, 8192, 32, 8, True),  # Llama-3.2-1B
-    "7b": (4096, 32, 11008, 32, 32, False),  # Llama-2-7B, the paper's model
+    "7b": (4096, 32, 11008, 32, 32, False),  # Llama-2-7B, the paper's model: 4-bit on a GPU
+    "7b-bf16": (4096, 32, 11008, 32, 32, False),  # the same, unquantised
 }
 
 
@@ -188,6 +190,21 @@ def run_shape(name: str, quantize: str, sizes: Sizes, tokenizer_dir: Path, ceili
         flush=True,
     )
 
+    # one step on the longest batch, with and without checkpointing: peak against estimate
+    longest = [max(labelled, key=len)] * 8
+    for recompute in (False, True):
+        step = dataclasses.replace(train, gradient_checkpointing=recompute)
+        planned = dataclasses.replace(run, train=step)
+        shape_of = [(len(longest[0].prompt_ids), len(longest[0].target_ids))]
+        need_step = memory.need(planned, base.config, shape_of, on, *models.resolved(run, on))
+        with peak_memory() as peak:
+            train_adapter(model, longest, pad, step, seed=0)
+        print(
+            f"{tag} memory, one step of 8 × {len(longest[0])} tokens, gradient checkpointing "
+            f"{'on' if recompute else 'off'}: " + against(peak, need_step.training.total),
+            flush=True,
+        )
+
     # scoring and option evaluation (deterministic passes, adapter merged where it pays)
     pool = items(sizes.pool, sizes, vocab, g)
     scored = pool[: max(sizes.options, 64)]
@@ -270,7 +287,7 @@ def main() -> int:
     gpu = torch.cuda.is_available()
     parser.add_argument(
         "--shapes",
-        default="135m,1b,7b" if gpu else "tiny",
+        default="135m,1b,7b,7b-bf16" if gpu else "tiny",
         help="comma-separated: " + ", ".join(SHAPES) + " (the 7B shape runs 4-bit on a GPU)",
     )
     parser.add_argument(

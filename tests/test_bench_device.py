@@ -31,6 +31,8 @@ def test_device_benchmark_prints_every_figure():
         r"round \(train 32, score 96 prompts, select 16\): [\d.]+ s \(base pass [\d.]+ s, "
         r"train [\d.]+ s, 3 MC passes [\d.]+ s, select [\d.]+ s\)",
         r"estimate: training step [\d.]+ GiB, inference [\d.]+ GiB",
+        r"memory, one step of 8 × \d+ tokens, gradient checkpointing off: peak resident",
+        r"memory, one step of 8 × \d+ tokens, gradient checkpointing on: peak resident",
     ):
         assert re.search(rf"^\[tiny float32\] .*{figure}", out, re.M), figure
     assert "4-bit QLoRA: not measured here" in out
