@@ -56,3 +56,12 @@ def test_bad_endpoint_options_are_one_line(monkeypatch, options, message):
     monkeypatch.delenv("STAR_LLM_MODEL", raising=False)
     with pytest.raises(StarError, match=message):
         Endpoint.from_options(*options)
+
+
+def test_an_error_status_without_a_message_is_still_one_line():
+    from star.labelling.annotator import _describe
+
+    class Refused(Exception):
+        status_code = 503
+
+    assert _describe(Refused()) == "answered 503: Refused"  # an empty message read [0] before

@@ -110,7 +110,7 @@ def test_seven_b_by_hand():
 def test_not_a_llama_is_refused_in_words():
     from transformers import GPT2Config
 
-    with pytest.raises(ValueError, match="'gpt2' config lacks .*intermediate_size"):
+    with pytest.raises(memory.NotEstimated, match="'gpt2' config lacks .*intermediate_size"):
         memory.Shape.of(GPT2Config())
 
 

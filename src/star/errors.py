@@ -1,6 +1,13 @@
 """Domain errors: each carries a one-line message that the CLI prints instead of a traceback."""
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for
+    one-line errors about what a library raised."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class StarError(Exception):
     """Base of every error a user can cause and fix; the message says what and where."""
 

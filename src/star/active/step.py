@@ -48,6 +48,14 @@ from star.tasks.spec import Example, TaskSpec
 Options = tuple[tuple[str, ...], list[list[int]]]  # a label set and each label's token ids
 
 
+def memory_need(config: RunConfig, encoded: Sequence[Encoded], on) -> memory.Need:
+    """What `config` needs on device `on` for these examples, from the model's config.json
+    (no weights); memory.NotEstimated for a model that is not a Llama-style decoder."""
+    lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in encoded]
+    model_config = models.read_config(config.model.name)
+    return memory.need(config, model_config, lengths, on, *models.resolved(config, on))
+
+
 @dataclass(frozen=True)
 class Choice:
     """What a step chose: up to `want` ids in pick order, and the tuned model's answers it
@@ -92,15 +100,11 @@ class Learner:
 
     def _check_memory(self, examples: Sequence[Example], on) -> None:
         """Refuse a configuration whose longest batch cannot fit on the device (`examples`:
-        those the run will train on or score). Models that are not Llama-style decoders are
-        not estimated."""
+        those the run will train on or score, tokenised here once). Models that are not
+        Llama-style decoders are not estimated."""
         try:
-            shape_of = models.read_config(self.config.model.name)
-            lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in self.encode(examples)]
-            need = memory.need(
-                self.config, shape_of, lengths, on, *models.resolved(self.config, on)
-            )
-        except ValueError:
+            need = memory_need(self.config, self.encode(examples), on)
+        except memory.NotEstimated:
             return
         memory.check_fits(need, on)
 

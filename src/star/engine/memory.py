@@ -39,6 +39,10 @@ LOGIT_BLOCK = 256  # rows of the vocabulary projection per block when scoring (e
 GIB = 2**30
 
 
+class NotEstimated(ValueError):
+    """A model whose architecture the estimate does not know."""
+
+
 @dataclass(frozen=True)
 class Shape:
     """A Llama-style decoder's dimensions (Llama, Mistral, Qwen2, SmolLM2 and kin)."""
@@ -54,12 +58,12 @@ class Shape:
 
     @classmethod
     def of(cls, config) -> Shape:
-        """From a transformers config; KeyError-free: a missing field raises ValueError."""
+        """From a transformers config; a missing field raises NotEstimated."""
         need = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
         missing = [k for k in need + ("num_attention_heads",) if getattr(config, k, None) is None]
         if missing:
             kind = getattr(config, "model_type", "unknown")
-            raise ValueError(
+            raise NotEstimated(
                 f"a {kind!r} config lacks {', '.join(missing)}: the estimate knows Llama-style "
                 "decoders"
             )
@@ -295,7 +299,6 @@ def check_fits(n: Need, on: torch.device) -> None:
     raise ModelError(
         f"{part} needs about {n.peak / GIB:.1f} GiB (longest training batch {n.rows} rows × "
         f"{n.tokens} tokens) but this process has {have / GIB:.1f} GiB of the {on.type}: lower "
-        "--batch-size or "
-        "--max-prompt-tokens, use --gradient-checkpointing or --quantize 4bit, or fewer sweep "
-        "--jobs (`star estimate` shows the parts)"
+        "--batch-size or --max-prompt-tokens, use --gradient-checkpointing or --quantize "
+        "4bit, or fewer sweep --jobs (`star estimate` shows the parts)"
     )

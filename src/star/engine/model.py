@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from star.config import LoraConfig, ModelConfig, RunConfig
 from star.engine import distributed
 from star.engine.memory import claim
-from star.errors import ModelError
+from star.errors import ModelError, first_line
 from star.files import write_folder
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def read_config(name: str):
     try:
         return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"cannot read the model config in {folder}: {_first_line(e)}") from None
+        raise ModelError(f"cannot read the model config in {folder}: {first_line(e)}") from None
 
 
 def check_causal_lm(name: str) -> None:
@@ -163,10 +163,6 @@ def check_causal_lm(name: str) -> None:
         raise ModelError(
             f"{model_folder(name)} holds a {config.model_type!r} model, not a causal language model"
         )
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def start_id(tokenizer) -> int:
@@ -222,7 +218,7 @@ def load_tokenizer(config: ModelConfig):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"cannot load a tokenizer from {folder}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load a tokenizer from {folder}: {first_line(e)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -241,7 +237,7 @@ def load_weights(config: ModelConfig):
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **placement)
     except (OSError, ValueError, KeyError, ImportError) as e:
-        raise ModelError(f"cannot load a causal LM from {folder}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load a causal LM from {folder}: {first_line(e)}") from None
     if config.quantize == "none":
         model = model.to(on)
     return model.eval()

@@ -86,7 +86,8 @@ def train_adapter(
     steps = config.steps if config.steps is not None else sum(map(len, plan))
     schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup * steps), steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    checkpointing(model, config.gradient_checkpointing)
+    if config.gradient_checkpointing:
+        checkpointing(model, True)
     model.train()
     # the loss is summed on the device and read once at the end: no host sync per step
     total, tokens = torch.full((), math.nan, dtype=torch.float64, device=on), 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from star.active.step import memory_need
 from star.config import RunConfig
 from star.engine import memory
 from star.engine import model as models
 from star.engine.batching import encode
+from star.errors import ModelError
 from star.experiment.loop import load_splits
 from star.method.strategies import configure
 from star.tasks.resolve import resolve
@@ -25,12 +27,10 @@ def estimate(config: RunConfig, target: str | None = None) -> list[str]:
     d = config.data
     tokenizer = models.load_tokenizer(config.model)
     encoded = encode(splits.pool + splits.eval, tokenizer, d.max_prompt_tokens, d.max_target_tokens)
-    lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in encoded]
     try:
-        model_config = models.read_config(config.model.name)
-        need = memory.need(config, model_config, lengths, on, *models.resolved(config, on))
-    except ValueError as e:
-        raise models.ModelError(f"{config.model.name}: {e}") from None
+        need = memory_need(config, encoded, on)
+    except memory.NotEstimated as e:
+        raise ModelError(f"{config.model.name}: {e}") from None
     s, m = need.settings, need.shape
     dtype = "bfloat16" if s.dtype_bytes == 2 else "float32"
     quantized = ", weights in 4-bit NF4" if s.quantize == "4bit" else ""
@@ -41,7 +41,7 @@ def estimate(config: RunConfig, target: str | None = None) -> list[str]:
         f"MLP {m.intermediate}, {m.heads} heads / {m.kv_heads} KV, vocab {m.vocab}); LoRA r "
         f"{s.r} on {len(s.targets)} module kinds: {m.lora_params(s.r, s.targets) / 1e6:.2f} M",
         f"longest training batch: {need.rows} rows × {need.tokens} tokens, {need.answers} "
-        f"answer tokens (of {len(lengths)} examples); gradient checkpointing "
+        f"answer tokens (of {len(encoded)} examples); gradient checkpointing "
         + ("on" if s.checkpointing else "off"),
         "training step:",
         *need.training.lines(),

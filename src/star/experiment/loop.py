@@ -69,9 +69,9 @@ class Run:
         self.config = config
         self.spec = task.spec
         self.splits = load_splits(config, task)
+        # tokenised once, up front, and checked to fit before the weights load
         self.learner = Learner(config, task.spec, examples=self.splits.pool + self.splits.eval)
         self.learner.check_strategy(self.splits.pool)  # before the directory exists
-        self.learner.encode(self.splits.pool + self.splits.eval)  # tokenised once, up front
         by_id = {e.id: e for e in self.splits.pool}
         self.stop_set = [
             by_id[i] for i in stop_set(list(by_id), config.loop.stop_examples(), config.seed)

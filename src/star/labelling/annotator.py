@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from star.errors import StarError
+from star.errors import StarError, first_line
 
 PROMPT_VERSION = "star-annotate-1"  # changes whenever the instructions below change
 TOP_LOGPROBS = 20
@@ -151,6 +151,5 @@ def _describe(e: Exception) -> str:
     if status == 404:
         return "not found (404): check --base-url (it usually ends in /v1) and --llm-model"
     if status is not None:
-        return f"answered {status}: {str(e).strip().splitlines()[0][:200]}"
-    first = str(e).strip().splitlines()[0] if str(e).strip() else name
-    return f"an unreadable reply ({name}: {first[:200]})"
+        return f"answered {status}: {first_line(e)[:200]}"
+    return f"an unreadable reply ({name}: {first_line(e)[:200]})"

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from star.errors import StarError
+from star.errors import StarError, first_line
 from star.labelling.formats import LABEL_CONFIG
 
 
@@ -60,8 +60,7 @@ def _call(what: str, fn):
     except StarError:
         raise
     except Exception as e:  # httpx / SDK ApiError: no common base worth importing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StarError(f"Label Studio: {what} failed: {first[:200]}") from None
+        raise StarError(f"Label Studio: {what} failed: {first_line(e)[:200]}") from None
 
 
 # what star asks of a project: show annotators the model's answer, serve the least confident

@@ -371,7 +371,6 @@ class Project:
         candidates), and the model answers only the chosen items unless the strategy needed
         every candidate's answer anyway.
         """
-
         rounds, labels, pending = self.rounds(), self.labels(), self.pending()
         examples = self.examples()
         unlabelled = [e for e in examples if e.id not in labels and e.id not in pending]
@@ -389,7 +388,8 @@ class Project:
         by_id = {e.id: e for e in unlabelled}
         answered = dict(choice.answered)
         todo = [by_id[s.id] for s in choice.selected if s.id not in answered]
-        answered |= self._answer(learner, model, last, todo, labels)
+        labelled = [e for e in examples if e.id in labels]
+        answered |= self._answer(learner, model, last, todo, labelled)
         rows = [_to_label(by_id[s.id], answered[s.id], s.score) for s in choice.selected]
         after = last if last >= 0 else None
         number = len(self.batches())
@@ -408,13 +408,15 @@ class Project:
         )
         return out, len(rows), choice.candidates
 
-    def _answer(self, learner: Learner, model, last: int, todo: list[Example], labels) -> dict:
-        """The model's answers to `todo`, by id (the answer length from the labels' targets)."""
+    def _answer(
+        self, learner: Learner, model, last: int, todo: list[Example], labelled: list[Example]
+    ) -> dict:
+        """The model's answers to `todo`, by id (the answer length from the labelled targets)."""
         from star.engine import model as models
 
         if not todo:
             return {}
-        length = learner.answer_length([e for e in self.examples() if e.id in labels])
+        length = learner.answer_length(labelled)
         with models.merged(model, last >= 0 and learner.merge):
             said = learner.answers(model, todo, length)
         return {e.id: a for e, a in zip(todo, said, strict=True)}
@@ -423,7 +425,8 @@ class Project:
         """The last trained round's answers to these pool items (the base model's before any
         round), for refreshing the pre-annotations of items still waiting to be labelled:
         (model version, one row per id; its uncertainty is the answer's own, in [0, 1])."""
-        by_id = {e.id: e for e in self.examples()}
+        examples = self.examples()
+        by_id = {e.id: e for e in examples}
         unknown = [i for i in ids if i not in by_id]
         if unknown:
             raise StarError(f"{self.path}: not pool items: {', '.join(unknown[:5])}")
@@ -432,7 +435,9 @@ class Project:
         learner = self.learner()
         model = learner.load_adapter(self.adapter_dir(last)) if last >= 0 else learner.base
         todo = [by_id[i] for i in ids]
-        answered = self._answer(learner, model, last, todo, self.labels())
+        labels = self.labels()
+        labelled = [e for e in examples if e.id in labels]
+        answered = self._answer(learner, model, last, todo, labelled)
         rows = [_to_label(e, answered[e.id], answered[e.id].uncertainty) for e in todo]
         return model_version(last if last >= 0 else None), rows
 
