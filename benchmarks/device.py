@@ -168,8 +168,8 @@ def run_shape(name: str, quantize: str, sizes: Sizes, tokenizer_dir: Path, ceili
         train=train,
         inference=InferenceConfig(batch_tokens=sizes.batch_tokens, eval_batch_size=sizes.generate),
     )
-    lengths = [(len(x.prompt_ids), len(x.target_ids)) for x in labelled]
-    need = memory.need(run, base.config, lengths, on, *models.resolved(run, on))
+    parts = [(len(x.prompt_ids), len(x.target_ids)) for x in labelled]  # (prompt, answer)
+    need = memory.need(run, base.config, parts, on, *models.resolved(run, on))
     print(
         f"{tag} {flops.linear / 1e6:,.0f} M decoder weights, LoRA r16 on 7 modules "
         f"({flops.lora / 1e6:.1f} M); estimate: training step {gib(need.training.total)}, "
@@ -195,8 +195,8 @@ def run_shape(name: str, quantize: str, sizes: Sizes, tokenizer_dir: Path, ceili
     for recompute in (False, True):
         step = dataclasses.replace(train, gradient_checkpointing=recompute)
         planned = dataclasses.replace(run, train=step)
-        shape_of = [(len(longest[0].prompt_ids), len(longest[0].target_ids))]
-        need_step = memory.need(planned, base.config, shape_of, on, *models.resolved(run, on))
+        parts = [(len(longest[0].prompt_ids), len(longest[0].target_ids))]
+        need_step = memory.need(planned, base.config, parts, on, *models.resolved(run, on))
         with peak_memory() as peak:
             train_adapter(model, longest, pad, step, seed=0)
         print(
