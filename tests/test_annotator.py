@@ -1,5 +1,6 @@
 """The LLM annotator's reading of a reply: a label and its confidence from the first token's
-top log-probabilities (hand-computed), and one-line errors for what a user must fix."""
+top log-probabilities or from one yes/no request per label (hand-computed), and one-line
+errors for what a user must fix."""
 
 import math
 from types import SimpleNamespace
@@ -7,7 +8,15 @@ from types import SimpleNamespace
 import pytest
 
 from star.errors import StarError
-from star.labelling.annotator import Endpoint, closed_answer, label_mass, messages
+from star.labelling.annotator import (
+    Endpoint,
+    ask,
+    check_messages,
+    closed_answer,
+    label_mass,
+    messages,
+    true_probability,
+)
 
 LABELS = ("positive", "negative", "neutral")
 
@@ -15,26 +24,103 @@ LABELS = ("positive", "negative", "neutral")
 def test_each_label_collects_the_tokens_that_begin_it_and_no_other():
     top = [(" positive", math.log(0.5)), ("Pos", math.log(0.2)), ("ne", math.log(0.1)),
            ("negative", math.log(0.05)), ("The", math.log(0.1))]  # fmt: skip
-    mass = label_mass(top, LABELS)
-    # "ne" begins negative and neutral: it counts for neither; "The" for none
+    mass, shared = label_mass(top, LABELS)
+    # "ne" begins negative and neutral: it counts for neither (but is shared mass); "The" for none
     assert mass == pytest.approx({"positive": 0.7, "negative": 0.05, "neutral": 0.0})
+    assert shared == pytest.approx(0.1)
 
 
-def _content(top):
+def _content(top, listed=True):
     tokens = [SimpleNamespace(token=t, logprob=lp) for t, lp in top]
-    return [SimpleNamespace(token=top[0][0], logprob=top[0][1], top_logprobs=tokens)]
+    return [
+        SimpleNamespace(token=top[0][0], logprob=top[0][1], top_logprobs=tokens if listed else [])
+    ]
 
 
 def test_the_answer_is_the_label_with_most_probability_unrenormalised():
     top = [("neg", math.log(0.3)), ("pos", math.log(0.25)), ("I", math.log(0.45))]
     # the model wrote "I think…" but its label mass says negative, at 0.3 (not 0.3 / 0.55)
-    assert closed_answer("I think negative", _content(top), LABELS) == ("negative", 0.3)
+    assert closed_answer("I think negative", _content(top), LABELS) == ("negative", 0.3, True)
 
 
 def test_without_log_probabilities_the_text_is_read_and_confidence_is_unknown():
-    assert closed_answer(" Neutral.", None, LABELS) == ("neutral", None)
-    assert closed_answer("It is mixed", None, LABELS) == (None, None)  # outside the set
-    assert closed_answer("x", _content([("zzz", math.log(0.9))]), LABELS) == (None, None)
+    assert closed_answer(" Neutral.", None, LABELS) == ("neutral", None, False)
+    assert closed_answer("It is mixed", None, LABELS) == (None, None, False)  # outside the set
+    no_label = _content([("zzz", math.log(0.9))])
+    assert closed_answer("x", no_label, LABELS) == (None, None, False)
+
+
+def test_a_read_dominated_by_shared_first_tokens_is_unclear():
+    top = [("ne", math.log(0.6)), ("pos", math.log(0.2))]
+    assert closed_answer("ne", _content(top), LABELS) == ("positive", pytest.approx(0.2), False)
+
+
+def test_p_true_is_yes_against_no_or_the_sampled_token_alone():
+    listed = [(" Yes", math.log(0.6)), ("no", math.log(0.2)), ("N", math.log(0.1)),
+              ("Maybe", math.log(0.1))]  # fmt: skip
+    assert true_probability(_content(listed)) == pytest.approx(0.6 / 0.9)
+    assert true_probability(_content([("yes", math.log(0.8))], listed=False)) == pytest.approx(0.8)
+    assert true_probability(_content([("No", math.log(0.7))], listed=False)) == pytest.approx(0.3)
+    assert true_probability(_content([("Maybe", math.log(0.7))], listed=False)) is None
+    assert true_probability(None) is None
+
+
+class _Server:
+    """Replies by the request's last user message: the first-token reply, then a yes/no per
+    label; records what it was asked."""
+
+    def __init__(self, first, yes):
+        self.first, self.yes, self.asked = first, yes, []
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, messages, max_tokens, **_):
+        user = messages[-1]["content"]
+        self.asked.append(user)
+        if "Proposed label: " in user:
+            label = user.split("Proposed label: ")[1].split("\n")[0]
+            top = [("yes", math.log(self.yes[label])), ("no", math.log(1 - self.yes[label]))]
+        else:
+            top = self.first
+        message = SimpleNamespace(content=top[0][0])
+        reply = SimpleNamespace(message=message, logprobs=SimpleNamespace(content=_content(top)))
+        usage = SimpleNamespace(prompt_tokens=10, completion_tokens=1)
+        return SimpleNamespace(choices=[reply], usage=usage)
+
+
+CARDS = ("card_arrival", "card_linking", "balance")
+
+
+@pytest.mark.parametrize(
+    "scoring,first,answer,confidence,requests",
+    [
+        # a clear first token: one request
+        ("auto", [("bal", math.log(0.9))], "balance", 0.9, 1),
+        # "card" begins two labels: auto asks once per label and takes the best P(True)
+        ("auto", [("card", math.log(0.8)), ("bal", math.log(0.1))], "card_linking", 0.7, 4),
+        ("first-token", [("card", math.log(0.8)), ("bal", math.log(0.1))], "balance", 0.1, 1),
+        ("per-label", [("bal", math.log(0.9))], "card_linking", 0.7, 3),
+    ],
+)
+def test_scoring_asks_per_label_when_the_first_token_cannot_tell(
+    scoring, first, answer, confidence, requests
+):
+    server = _Server(first, {"card_arrival": 0.4, "card_linking": 0.7, "balance": 0.2})
+    endpoint = Endpoint("http://h/v1", "m", None, scoring=scoring)
+    said = ask(server, endpoint, "my card has not come", CARDS)
+    assert (said.answer, said.confidence) == (answer, pytest.approx(confidence))
+    assert said.requests == len(server.asked) == requests and said.tokens == 11 * requests
+    assert said.scoring == (
+        "per-label" if requests > 1 or scoring == "per-label" else "first-token"
+    )
+    assert endpoint.requests_per_item(CARDS)[0] <= requests <= endpoint.requests_per_item(CARDS)[1]
+
+
+def test_the_per_label_question_names_the_set_and_the_label():
+    system, user = check_messages("my card has not come", CARDS, "balance")
+    assert "card_arrival, card_linking, balance" in system["content"]
+    assert (
+        user["content"] == "my card has not come\n\nProposed label: balance\nIs this label right?"
+    )
 
 
 def test_the_instructions_name_the_labels():
@@ -49,6 +135,7 @@ def test_the_instructions_name_the_labels():
         ((None, "m"), "needs --base-url and --llm-model"),
         (("localhost:8080/v1", "m"), "--base-url must start with http:// or https://"),
         (("http://h/v1", "m", None, 0.0), "--timeout must be positive"),
+        (("http://h/v1", "m", None, 1.0, 2, "best"), "--scoring must be one of auto, "),
     ],
 )
 def test_bad_endpoint_options_are_one_line(monkeypatch, options, message):

@@ -105,20 +105,25 @@ def test_killed_mid_batch_it_resumes_without_asking_twice(llm, project, tmp_path
     assert flag.exists(), "never reached the third answer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(_journal(project / "llm.jsonl")) == 3
-    assert llm.completions() - before == 3
+    first = _journal(project / "llm.jsonl")
+    assert len(first) == 3
+    assert llm.completions() - before == sum(a["requests"] for a in first)
 
     capsys.readouterr()
     assert main(_ask(llm, project, "--threshold", 0.6)) == 0
     out = capsys.readouterr().out
-    assert re.search(r"asked 3 item\(s\), [\d,]+ tokens \(3 answered before\)", out)
-    assert llm.completions() - before == 6  # every waiting item asked exactly once
+    assert re.search(
+        r"asked 3 item\(s\) in \d+ request\(s\), [\d,]+ tokens \(3 answered before\)", out
+    )
     answers = _journal(project / "llm.jsonl")
+    asked = sum(a["requests"] for a in answers)
+    assert llm.completions() - before == asked  # every waiting item asked exactly once
     assert sorted(a["id"] for a in answers) == sorted(set(a["id"] for a in answers))
     assert len(answers) == 6
     for a in answers:
         assert a["answer"] in ("positive", "negative") or a["answer"] is None
-        assert a["model"] == "smollm2" and a["prompt_version"] == "star-annotate-1"
+        assert a["model"] == "smollm2" and a["prompt_version"] == "star-annotate-2"
+        assert a["requests"] in (1, 3) and a["scoring"] == "auto"  # 2 labels: 1 + 2 at most
         assert a["tokens"] > 0 and (a["confidence"] is None or 0 < a["confidence"] <= 1)
 
     # routing: sure answers are labels with provenance, the rest a people's batch
@@ -137,7 +142,7 @@ def test_killed_mid_batch_it_resumes_without_asking_twice(llm, project, tmp_path
         assert all(r["model_answer"] == (by_id[r["id"]]["answer"] or "") for r in rows)
     # again: nothing asked, nothing added
     assert main(_ask(llm, project, "--threshold", 0.6)) == 0
-    assert llm.completions() - before == 6
+    assert llm.completions() - before == asked
     assert len(_journal(project / "labels.jsonl")) == len(labels)
     assert len(_journal(project / "batches.jsonl")) == len(batches)
 
@@ -201,7 +206,7 @@ def test_dry_run_asks_nothing(llm, project, capsys):
     before = llm.completions()
     capsys.readouterr()
     assert main(_ask(llm, project, "--dry-run")) == 0
-    assert capsys.readouterr().out.startswith("would make 6 request(s) to ")
+    assert capsys.readouterr().out.startswith("would make 6 to 18 request(s) to ")
     assert llm.completions() == before and not (project / "llm.jsonl").exists()
 
 
@@ -211,7 +216,8 @@ def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
     from star.labelling.project import Project
 
     endpoint = Endpoint.from_options("http://127.0.0.1:9/v1", "m")
-    source = {"annotator": endpoint.base_url, "model": "m", "prompt_version": PROMPT_VERSION}
+    source = {"annotator": endpoint.base_url, "model": "m", "prompt_version": PROMPT_VERSION,
+              "scoring": "auto"}  # fmt: skip
     with Project.open(project) as p:
         ids = p.batch(0)["ids"]
         said = [("positive", 0.95), ("negative", 0.9), ("negative", 0.89), (None, None),
@@ -223,8 +229,8 @@ def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
         (project / "llm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         done = p.annotate(endpoint, threshold=0.9)
         review_file = str(project / "exports" / "batch-001.jsonl")
-        assert done == {"asked": 0, "answered_before": 6, "tokens": 0, "accepted": 2,
-                        "to_people": 4, "left": 0, "file": review_file}  # fmt: skip
+        assert done == {"asked": 0, "answered_before": 6, "tokens": 0, "requests": 0,
+                        "accepted": 2, "to_people": 4, "left": 0, "file": review_file}  # fmt: skip
         assert p.labels() == {ids[0]: "positive", ids[1]: "negative"}
         assert p.labelled_by() == {"people": 0, "llm": 2}
         review = [json.loads(x) for x in Path(done["file"]).read_text().splitlines()]
@@ -249,5 +255,38 @@ def test_a_token_budget_stops_asking_and_the_rest_waits(llm, project, capsys):
     capsys.readouterr()
     assert main(_ask(llm, project, "--max-tokens", 1)) == 0  # spent by the first request
     out = capsys.readouterr().out
-    assert out.startswith("asked 1 item(s), ") and "5 item(s) still to ask" in out
+    assert out.startswith("asked 1 item(s) in ") and "5 item(s) still to ask" in out
     assert llm.completions() - before == 1 and len(_journal(project / "llm.jsonl")) == 1
+
+
+def test_labels_sharing_a_first_token_are_scored_one_request_each(llm, tmp_path, capsys):
+    """ "very good" and "very bad" begin alike: the first token cannot tell them apart, so each
+    item is asked once, then once per label (P(True) from the server's yes/no log-probs)."""
+    pool = tmp_path / "pool.jsonl"
+    rows = [{"id": f"q{i}", "prompt": f"Review: {text}\nHow was it? Answer:",
+             "choices": ["very good", "very bad"]}
+            for i, text in enumerate(["Loved every minute.", "Broke on day one."])]  # fmt: skip
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "shared"
+    assert main(["init", str(path), "--pool", str(pool), *FAST]) == 0
+    assert main(["next", str(path), "--k", "2"]) == 0
+    before = llm.completions()
+    capsys.readouterr()
+    assert main(_ask(llm, path, "--threshold", 0.99)) == 0
+    answers = _journal(path / "llm.jsonl")
+    assert len(answers) == 2 and all(a["scoring"] == "auto" for a in answers)
+    assert llm.completions() - before == sum(a["requests"] for a in answers)
+    for a in answers:
+        assert a["requests"] == 3, a  # the unclear first read, then one per label
+        assert a["answer"] in ("very good", "very bad") and 0 <= a["confidence"] <= 1
+    assert "asked 2 item(s) in 6 request(s)" in capsys.readouterr().out
+
+
+def test_a_request_budget_is_checked_before_each_item(llm, project, capsys):
+    before = llm.completions()
+    capsys.readouterr()
+    assert main(_ask(llm, project, "--max-requests", 1)) == 0  # spent by the first item
+    out = capsys.readouterr().out
+    assert out.startswith("asked 1 item(s) in ") and "5 item(s) still to ask" in out
+    [answer] = _journal(project / "llm.jsonl")
+    assert llm.completions() - before == answer["requests"]

@@ -98,7 +98,17 @@ def add_commands(sub) -> None:
     annotate.add_argument(
         "--threshold", type=float, default=0.9, help="confidence that makes a label [0.9]"
     )
-    annotate.add_argument("--max-requests", type=int, help="ask at most this many now")
+    annotate.add_argument(
+        "--scoring",
+        choices=("auto", "first-token", "per-label"),
+        default="auto",
+        help="a label set's confidence: from the first answer token's top log-probabilities, "
+        "from one yes/no request per label (P(True)), or the first, falling back to the second "
+        "where it is unclear [auto]",
+    )
+    annotate.add_argument(
+        "--max-requests", type=int, help="stop asking once this run has made this many requests"
+    )
     annotate.add_argument(
         "--max-tokens",
         type=int,
@@ -253,7 +263,7 @@ def _annotate(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     endpoint = Endpoint.from_options(
-        args.base_url, args.llm_model, args.api_key, args.timeout, args.retries
+        args.base_url, args.llm_model, args.api_key, args.timeout, args.retries, args.scoring
     )
     with Project.open(args.dir) as project:
         done = project.annotate(
@@ -266,14 +276,16 @@ def _annotate(args: argparse.Namespace) -> int:
             args.max_tokens,
         )
     if done.get("dry_run"):
+        most = done["most_requests"]
+        span = f"{done['requests']}" + (f" to {most}" if most > done["requests"] else "")
         print(
-            f"would make {done['requests']} request(s) to {endpoint.base_url} "
-            f"({done['prompt_chars']:,} characters of prompts, about "
-            f"{done['prompt_chars'] // 4:,} tokens)"
+            f"would make {span} request(s) to {endpoint.base_url} "
+            f"({done['prompt_chars']:,} characters of item prompts, about "
+            f"{done['prompt_chars'] // 4:,} tokens, each sent with every request for its item)"
         )
         return 0
     print(
-        f"asked {done['asked']} item(s), {done['tokens']:,} tokens"
+        f"asked {done['asked']} item(s) in {done['requests']} request(s), {done['tokens']:,} tokens"
         + (f" ({done['answered_before']} answered before)" if done["answered_before"] else "")
     )
     if done["left"]:

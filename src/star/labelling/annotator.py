@@ -1,14 +1,27 @@
 """An LLM annotator behind an OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp's
 server, Ollama, a hosted API), spoken to with the `openai` client (`star-al[llm]`).
 
-A closed label set is answered with the label and a confidence read off the first answer
-token's top log-probabilities: each label collects the probability of the listed tokens that
-begin it (" Pos", "positive", …; a token that begins several labels counts for none), and the
-answer is the label with the most. The confidence is that label's own probability, not
-renormalised over the labels: mass the model put outside the set counts against it. A free
-answer is the generated text, its confidence the geometric mean of its tokens' probabilities.
-A server that returns no log-probabilities gives answers with no confidence, which routing
-sends to people.
+A closed label set is answered with a label of the set and a confidence, found one of two
+ways (`scoring`):
+
+- **first-token**: one request; each label collects the probability of the first answer
+  token's listed top log-probabilities that begin it (" Pos", "positive", …; a token that
+  begins several labels counts for none), and the answer is the label with the most. The
+  confidence is that label's own probability, not renormalised over the labels: mass the model
+  put outside the set counts against it.
+- **per-label**: one scored request per label, asking whether that label is right and reading
+  the probability of "yes" against "no" off the reply's first token — P(True) of Kadavath et
+  al. 2022 ("Language Models (Mostly) Know What They Know", arXiv 2207.05221). The answer is
+  the label with the highest P(True), its confidence that P(True). It needs no top
+  log-probabilities (the sampled token's own is enough) and tells apart labels that share
+  their first token (card_arrival, card_linking), at the price of one request per label.
+- **auto** (the default) makes the first-token request and falls back to per-label requests
+  only when that read is unclear: no log-probabilities, no label's token among the top ones,
+  or more mass on tokens that begin several labels than on the best label.
+
+A free answer is the generated text, its confidence the geometric mean of its tokens'
+probabilities. An answer with no confidence (a server that returns no log-probabilities at
+all) is never accepted: routing sends it to people.
 """
 
 from __future__ import annotations
@@ -19,8 +32,9 @@ from dataclasses import dataclass
 
 from star.errors import StarError, first_line
 
-PROMPT_VERSION = "star-annotate-1"  # changes whenever the instructions below change
+PROMPT_VERSION = "star-annotate-2"  # changes whenever the instructions below change
 TOP_LOGPROBS = 20
+SCORINGS = ("auto", "first-token", "per-label")
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,7 @@ class Endpoint:
     api_key: str | None
     timeout: float = 60.0  # seconds per request
     retries: int = 2  # the openai client's own retries, with exponential backoff
+    scoring: str = "auto"  # how a closed label set's confidence is read (module docstring)
 
     @classmethod
     def from_options(
@@ -39,6 +54,7 @@ class Endpoint:
         api_key: str | None = None,
         timeout: float = 60.0,
         retries: int = 2,
+        scoring: str = "auto",
     ) -> Endpoint:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         model = model or os.environ.get("STAR_LLM_MODEL")
@@ -51,8 +67,18 @@ class Endpoint:
             raise StarError(f"--base-url must start with http:// or https://, got {base_url!r}")
         if not timeout > 0 or retries < 0:
             raise StarError("--timeout must be positive and --retries at least 0")
+        if scoring not in SCORINGS:
+            raise StarError(f"--scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
         key = api_key or os.environ.get("OPENAI_API_KEY")
-        return cls(base_url.rstrip("/"), model, key, timeout, retries)
+        return cls(base_url.rstrip("/"), model, key, timeout, retries, scoring)
+
+    def requests_per_item(self, labels: tuple[str, ...] | None) -> tuple[int, int]:
+        """The fewest and most requests one item can take."""
+        if not labels or self.scoring == "first-token":
+            return 1, 1
+        if self.scoring == "per-label":
+            return len(labels), len(labels)
+        return 1, 1 + len(labels)
 
     def client(self):
         try:
@@ -73,6 +99,8 @@ class Answer:
     answer: str | None  # None: the reply named no label of the set
     confidence: float | None  # None: the server gave no log-probabilities
     tokens: int  # prompt + completion tokens the server counted (0 if it did not say)
+    requests: int = 1
+    scoring: str = "first-token"  # how the confidence was read: first-token or per-label
 
 
 def messages(prompt: str, labels: tuple[str, ...] | None) -> list[dict]:
@@ -87,14 +115,52 @@ def messages(prompt: str, labels: tuple[str, ...] | None) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
 
 
+def check_messages(prompt: str, labels: tuple[str, ...], label: str) -> list[dict]:
+    """The per-label question: is `label` the right one for this item?"""
+    system = (
+        "You check labels. The labels are: " + ", ".join(labels) + ". Reply yes if the "
+        "proposed label is the right one for the text, no otherwise, and nothing else."
+    )
+    user = f"{prompt}\n\nProposed label: {label}\nIs this label right?"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def ask(client, endpoint: Endpoint, prompt: str, labels: tuple[str, ...] | None) -> Answer:
-    """One chat-completions request; every failure is one line (StarError)."""
+    """One item's answer (one request, or one per label: see the module docstring); every
+    failure is one line (StarError)."""
+    if not labels:
+        text, content, tokens = _complete(client, endpoint, messages(prompt, None), 128)
+        if not content:
+            return Answer(text.strip(), None, tokens)
+        mean = sum(t.logprob for t in content) / len(content)
+        return Answer(text.strip(), math.exp(mean), tokens)
+    spent, text = 0, ""
+    if endpoint.scoring != "per-label":
+        text, content, spent = _complete(client, endpoint, messages(prompt, labels), 16)
+        label, confidence, clear = closed_answer(text, content, labels)
+        if clear or endpoint.scoring == "first-token":
+            return Answer(label, confidence, spent)
+    p_true = {}
+    for label in labels:
+        _, content, tokens = _complete(client, endpoint, check_messages(prompt, labels, label), 1)
+        spent += tokens
+        p_true[label] = true_probability(content)
+    requests = len(labels) + (endpoint.scoring != "per-label")
+    scored = [lab for lab in labels if p_true[lab] is not None]
+    if not scored:  # no log-probabilities at all: the first reply's text, if any, unscored
+        return Answer(closed_answer(text, None, labels)[0], None, spent, requests, "per-label")
+    best = max(scored, key=lambda lab: p_true[lab])
+    return Answer(best, p_true[best], spent, requests, "per-label")
+
+
+def _complete(client, endpoint: Endpoint, chat: list[dict], max_tokens: int):
+    """(text, the reply's per-token log-probabilities or None, tokens counted) of one request."""
     try:
         reply = client.chat.completions.create(
             model=endpoint.model,
-            messages=messages(prompt, labels),
+            messages=chat,
             temperature=0,
-            max_tokens=16 if labels else 128,
+            max_tokens=max_tokens,
             logprobs=True,
             top_logprobs=TOP_LOGPROBS,
         )
@@ -105,29 +171,51 @@ def ask(client, endpoint: Endpoint, prompt: str, labels: tuple[str, ...] | None)
         raise StarError(f"the LLM endpoint {endpoint.base_url}: {_describe(e)}") from None
     used = getattr(reply, "usage", None)
     tokens = (used.prompt_tokens + used.completion_tokens) if used else 0
-    if labels:
-        return Answer(*closed_answer(text, content, labels), tokens)
-    if not content:
-        return Answer(text.strip(), None, tokens)
-    mean = sum(t.logprob for t in content) / len(content)
-    return Answer(text.strip(), math.exp(mean), tokens)
+    return text, content, tokens
 
 
-def closed_answer(text: str, content, labels: tuple[str, ...]) -> tuple[str | None, float | None]:
-    """(label, confidence) from the reply's text and its first token's top log-probs."""
+def closed_answer(
+    text: str, content, labels: tuple[str, ...]
+) -> tuple[str | None, float | None, bool]:
+    """(label, confidence, clear) from the reply's text and its first token's top log-probs.
+    Clear: some label's tokens were listed and carry more mass than the tokens that begin
+    several labels (the per-label read is needed otherwise)."""
     if content:
-        mass = label_mass([(t.token, t.logprob) for t in content[0].top_logprobs], labels)
+        mass, shared = label_mass(_top(content[0]), labels)
         best = max(labels, key=lambda lab: mass[lab])
         if mass[best] > 0:
-            return best, mass[best]
+            return best, mass[best], mass[best] >= shared
     said = text.strip().strip(".").lower()
     named = [lab for lab in labels if said == lab.lower()]
-    return (named[0] if named else None), None
+    return (named[0] if named else None), None, False
 
 
-def label_mass(top: list[tuple[str, float]], labels: tuple[str, ...]) -> dict[str, float]:
-    """Probability each label gets from the listed first tokens that begin it and no other."""
-    mass = dict.fromkeys(labels, 0.0)
+def true_probability(content) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from the reply's first token; from the sampled token alone
+    when the server lists no top log-probabilities (P(yes) = 1 − P(no)); None without any."""
+    if not content:
+        return None
+    first = content[0]
+    if not first.top_logprobs:
+        said, p = first.token.strip().lower(), math.exp(first.logprob)
+        if said and "yes".startswith(said):
+            return p
+        return 1 - p if said and "no".startswith(said) else None
+    mass, _ = label_mass(_top(first), ("yes", "no"))
+    total = mass["yes"] + mass["no"]
+    return mass["yes"] / total if total > 0 else None
+
+
+def _top(token) -> list[tuple[str, float]]:
+    return [(t.token, t.logprob) for t in token.top_logprobs or ()]
+
+
+def label_mass(
+    top: list[tuple[str, float]], labels: tuple[str, ...]
+) -> tuple[dict[str, float], float]:
+    """Probability each label gets from the listed first tokens that begin it and no other,
+    and the probability of the listed tokens that begin several labels."""
+    mass, shared = dict.fromkeys(labels, 0.0), 0.0
     for token, logprob in top:
         piece = token.strip().lower()
         if not piece:
@@ -135,7 +223,9 @@ def label_mass(top: list[tuple[str, float]], labels: tuple[str, ...]) -> dict[st
         starts = [lab for lab in labels if lab.lower().startswith(piece)]
         if len(starts) == 1:
             mass[starts[0]] += math.exp(logprob)
-    return mass
+        elif len(starts) > 1:
+            shared += math.exp(logprob)
+    return mass, shared
 
 
 def _describe(e: Exception) -> str:

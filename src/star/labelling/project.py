@@ -456,8 +456,9 @@ class Project:
         confidence become labels (with their provenance), the rest go to people as a new
         batch pre-annotated with the LLM's answers. Each answer is journaled as it arrives, so
         a killed run resumes without asking again. `max_requests` and `max_tokens` (prompt +
-        completion, as the server counts them) cap what this run spends; what is left waits
-        for the next. Returns counts and the people's batch."""
+        completion, as the server counts them) cap what this run spends, checked before each
+        item (an item scored per label takes one request per label); what is left waits for
+        the next. Returns counts and the people's batch."""
         from star.labelling.annotator import PROMPT_VERSION, ask
 
         if not 0 <= threshold <= 1:
@@ -471,7 +472,7 @@ class Project:
         labels = self.labels()
         waiting = [by_id[i] for i in chosen["ids"] if i not in labels]
         source = {"annotator": endpoint.base_url, "model": endpoint.model}
-        source |= {"prompt_version": PROMPT_VERSION}
+        source |= {"prompt_version": PROMPT_VERSION, "scoring": endpoint.scoring}
         answered = {
             r["id"]: r
             for r in read_journal(self.path / "llm.jsonl")
@@ -480,23 +481,27 @@ class Project:
         todo = [i for i in waiting if i.id not in answered]
         if dry_run:
             chars = sum(len(i.prompt) for i in todo)
-            return {"requests": len(todo), "prompt_chars": chars, "dry_run": True}
-        budget = todo if max_requests is None else todo[:max_requests]
-        client = endpoint.client() if budget else None
-        asked, spent = [], 0
-        for item in budget:
-            if max_tokens is not None and spent >= max_tokens:
-                break  # the token budget is spent: the rest wait for the next run
+            spans = [endpoint.requests_per_item(i.choices) for i in todo]
+            return {"requests": sum(f for f, _ in spans), "most_requests": sum(m for _, m in spans),
+                    "prompt_chars": chars, "dry_run": True}  # fmt: skip
+        client = endpoint.client() if todo else None
+        asked, spent, requests = [], 0, 0
+        for item in todo:
+            if (max_tokens is not None and spent >= max_tokens) or (
+                max_requests is not None and requests >= max_requests
+            ):
+                break  # the budget is spent: the rest wait for the next run
             asked.append(item)
             said = ask(client, endpoint, item.prompt, item.choices)
             spent += said.tokens
+            requests += said.requests
             row = {"id": item.id, "answer": said.answer, "confidence": said.confidence}
-            row |= source | {"tokens": said.tokens}
+            row |= source | {"tokens": said.tokens, "requests": said.requests}
             append_jsonl(self.path / "llm.jsonl", [row])  # journaled before the next request
             answered[item.id] = row
             crash_point("annotate answer")
         counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
-        counts["tokens"] = spent
+        counts |= {"tokens": spent, "requests": requests}
         left = len(todo) - len(asked)
         if left:
             return counts | {"left": left}
