@@ -2,8 +2,8 @@
 labels: the annotator's accuracy against coverage at several confidence thresholds (the table
 refuel's autolabel reports), from one request per item through `star annotate`'s own code.
 
-    .venv/bin/python scripts/annotator_coverage.py --base-url http://127.0.0.1:8080/v1 \
-        --llm-model smollm2 --task sst2 --n 200
+    .venv/bin/python scripts/annotator_coverage.py --task sst2 --n 200 --scoring auto
+        # the embedded SmolLM2 served here; --base-url URL --llm-model NAME for any endpoint
 
 Coverage: the share of items whose answer clears the threshold (accepted as labels);
 accuracy: of those, the share equal to the gold label; people label the rest.
@@ -23,8 +23,9 @@ THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--llm-model", required=True)
+    parser.add_argument("--base-url", help="default: serve the embedded SmolLM2 here")
+    parser.add_argument("--llm-model", default="smollm2")
+    parser.add_argument("--scoring", default="auto", help="auto, first-token or per-label")
     parser.add_argument("--task", default="sst2", help="a built-in task with a label set")
     parser.add_argument("--n", type=int, default=200, help="test rows asked (seeded sample)")
     args = parser.parse_args()
@@ -32,11 +33,22 @@ def main() -> int:
     if not spec.labels:
         raise SystemExit(f"{args.task} has free answers; choose a task with a label set")
     rows = sample(load_split(args.task, "test"), args.n, 0)
-    endpoint = Endpoint.from_options(args.base_url, args.llm_model)
+    server = None
+    if not args.base_url:
+        from embedded_llm import serve
+
+        server, args.base_url = serve()
+    endpoint = Endpoint.from_options(args.base_url, args.llm_model, scoring=args.scoring)
     client = endpoint.client()
     said = [ask(client, endpoint, row.prompt, spec.labels) for row in rows]
+    del server
     gold = [row.answer for row in rows]
-    print(f"{args.task}, {len(rows)} test rows, annotator {args.llm_model} at {args.base_url}")
+    requests = sum(s.requests for s in said)
+    print(
+        f"{args.task}, {len(rows)} test rows, annotator {args.llm_model}, {args.scoring} "
+        f"scoring ({requests} requests; {sum(s.scoring == 'per-label' for s in said)} items "
+        "scored per label)"
+    )
     print("| threshold | coverage | accuracy of the accepted | labels left to people |")
     print("|---|---|---|---|")
     for t in THRESHOLDS:

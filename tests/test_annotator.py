@@ -152,3 +152,22 @@ def test_an_error_status_without_a_message_is_still_one_line():
         status_code = 503
 
     assert _describe(Refused()) == "answered 503: Refused"  # an empty message read [0] before
+
+
+def test_auto_does_not_ask_per_label_a_server_that_gives_no_log_probabilities():
+    server = _Server([("balance", 0.0)], {})
+    server.create = lambda messages, max_tokens, **_: (
+        server.asked.append(messages[-1]["content"])
+        or SimpleNamespace(
+            choices=[SimpleNamespace(message=SimpleNamespace(content="balance"), logprobs=None)],
+            usage=None,
+        )
+    )
+    server.chat.completions.create = server.create
+    said = ask(server, Endpoint("http://h/v1", "m", None), "how much is left?", CARDS)
+    assert (said.answer, said.confidence, said.requests, len(server.asked)) == (
+        "balance",
+        None,
+        1,
+        1,
+    )

@@ -163,11 +163,39 @@ class _Garbage(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def garbage():
-    server = HTTPServer(("127.0.0.1", 0), _Garbage)
+class _OffTheSet(_Garbage):
+    """A well-formed chat completion whose answer is no label of any set, without log-probs."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": "banana"}}]}  # fmt: skip
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _serve(handler):
+    server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    return server
+
+
+@pytest.fixture
+def garbage():
+    server = _serve(_Garbage)
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.fixture
+def off_the_set():
+    server = _serve(_OffTheSet)
     yield f"http://127.0.0.1:{server.server_port}/v1"
     server.shutdown()
 
@@ -179,10 +207,16 @@ def garbage():
         ("down", "cannot connect: is the server running"),
         ("timeout", "no answer in time"),
         ("garbage", "an unreadable reply"),
+        ("wrong url", "not found (404): check --base-url"),
+        (
+            "off the set",
+            "none of its 6 answer(s) was usable (no label of the set, or nothing: "
+            "it said 'banana' to",
+        ),
     ],
 )
 def test_a_bad_endpoint_is_one_line_and_changes_nothing(
-    llm, project, garbage, capsys, case, message
+    llm, project, garbage, off_the_set, capsys, case, message
 ):
     args = _ask(llm, project, "--retries", 0)
     if case == "no key":
@@ -191,6 +225,10 @@ def test_a_bad_endpoint_is_one_line_and_changes_nothing(
         args[args.index("--base-url") + 1] = "http://127.0.0.1:9/v1"
     elif case == "timeout":
         args += ["--timeout", "0.001"]
+    elif case == "wrong url":
+        args[args.index("--base-url") + 1] = llm.url.removesuffix("/v1") + "/no/such/v1"
+    elif case == "off the set":
+        args[args.index("--base-url") + 1] = off_the_set
     else:
         args[args.index("--base-url") + 1] = garbage
     before = _unchanged(project)
@@ -290,3 +328,31 @@ def test_a_request_budget_is_checked_before_each_item(llm, project, capsys):
     assert out.startswith("asked 1 item(s) in ") and "5 item(s) still to ask" in out
     [answer] = _journal(project / "llm.jsonl")
     assert llm.completions() - before == answer["requests"]
+
+
+def test_unusable_answers_before_the_first_usable_one_are_kept_once_it_comes(project, monkeypatch):
+    """Held back only while the endpoint has given nothing usable: once a label of the set
+    arrives, the earlier unusable answers are journaled too (and go to people)."""
+    from types import SimpleNamespace
+
+    from star.labelling.annotator import Endpoint
+    from star.labelling.project import Project
+
+    replies = iter(["banana", "banana", "banana", "positive", "negative", "banana"] * 3)
+
+    def create(messages, **_):
+        said = "" if "Proposed label" in messages[-1]["content"] else next(replies)
+        message = SimpleNamespace(content=said)
+        usage = SimpleNamespace(prompt_tokens=5, completion_tokens=1)
+        return SimpleNamespace(
+            choices=[SimpleNamespace(message=message, logprobs=None)], usage=usage
+        )
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    monkeypatch.setattr(Endpoint, "client", lambda self: client)
+    endpoint = Endpoint.from_options("http://127.0.0.1:9/v1", "m")
+    with Project.open(project) as p:
+        done = p.annotate(endpoint)
+    answers = _journal(project / "llm.jsonl")
+    assert [a["answer"] for a in answers] == [None, None, None, "positive", "negative", None]
+    assert done["accepted"] == 0 and done["to_people"] == 6  # no log-probs: no confidence

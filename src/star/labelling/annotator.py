@@ -16,8 +16,9 @@ ways (`scoring`):
   log-probabilities (the sampled token's own is enough) and tells apart labels that share
   their first token (card_arrival, card_linking), at the price of one request per label.
 - **auto** (the default) makes the first-token request and falls back to per-label requests
-  only when that read is unclear: no log-probabilities, no label's token among the top ones,
-  or more mass on tokens that begin several labels than on the best label.
+  only when that read is unclear — no top log-probabilities listed, no label's token among
+  them, or more mass on tokens that begin several labels than on the best label — and the
+  reply carried log-probabilities at all.
 
 A free answer is the generated text, its confidence the geometric mean of its tokens'
 probabilities. An answer with no confidence (a server that returns no log-probabilities at
@@ -101,6 +102,12 @@ class Answer:
     tokens: int  # prompt + completion tokens the server counted (0 if it did not say)
     requests: int = 1
     scoring: str = "first-token"  # how the confidence was read: first-token or per-label
+    said: str = ""  # the first reply's text, as written
+
+    @property
+    def usable(self) -> bool:
+        """Something a person or a threshold can act on: a label of the set, or a free answer."""
+        return bool(self.answer)
 
 
 def messages(prompt: str, labels: tuple[str, ...] | None) -> list[dict]:
@@ -131,15 +138,17 @@ def ask(client, endpoint: Endpoint, prompt: str, labels: tuple[str, ...] | None)
     if not labels:
         text, content, tokens = _complete(client, endpoint, messages(prompt, None), 128)
         if not content:
-            return Answer(text.strip(), None, tokens)
+            return Answer(text.strip(), None, tokens, said=text)
         mean = sum(t.logprob for t in content) / len(content)
-        return Answer(text.strip(), math.exp(mean), tokens)
+        return Answer(text.strip(), math.exp(mean), tokens, said=text)
     spent, text = 0, ""
     if endpoint.scoring != "per-label":
         text, content, spent = _complete(client, endpoint, messages(prompt, labels), 16)
         label, confidence, clear = closed_answer(text, content, labels)
-        if clear or endpoint.scoring == "first-token":
-            return Answer(label, confidence, spent)
+        # a reply without any log-probabilities says the server gives none: asking per label
+        # would cost a request per label for no confidence either
+        if clear or endpoint.scoring == "first-token" or not content:
+            return Answer(label, confidence, spent, said=text)
     p_true = {}
     for label in labels:
         _, content, tokens = _complete(client, endpoint, check_messages(prompt, labels, label), 1)
@@ -148,9 +157,10 @@ def ask(client, endpoint: Endpoint, prompt: str, labels: tuple[str, ...] | None)
     requests = len(labels) + (endpoint.scoring != "per-label")
     scored = [lab for lab in labels if p_true[lab] is not None]
     if not scored:  # no log-probabilities at all: the first reply's text, if any, unscored
-        return Answer(closed_answer(text, None, labels)[0], None, spent, requests, "per-label")
+        label = closed_answer(text, None, labels)[0]
+        return Answer(label, None, spent, requests, "per-label", text)
     best = max(scored, key=lambda lab: p_true[lab])
-    return Answer(best, p_true[best], spent, requests, "per-label")
+    return Answer(best, p_true[best], spent, requests, "per-label", text)
 
 
 def _complete(client, endpoint: Endpoint, chat: list[dict], max_tokens: int):

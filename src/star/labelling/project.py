@@ -486,6 +486,11 @@ class Project:
                     "prompt_chars": chars, "dry_run": True}  # fmt: skip
         client = endpoint.client() if todo else None
         asked, spent, requests = [], 0, 0
+        # until the endpoint has given one usable answer, its answers are held back: an
+        # endpoint that answers nothing usable at all (a label outside the set, an empty reply,
+        # to every item) is an error that records nothing
+        trusted = any(r["answer"] for r in answered.values())
+        held: list[tuple[dict, str]] = []
         for item in todo:
             if (max_tokens is not None and spent >= max_tokens) or (
                 max_requests is not None and requests >= max_requests
@@ -497,9 +502,20 @@ class Project:
             requests += said.requests
             row = {"id": item.id, "answer": said.answer, "confidence": said.confidence}
             row |= source | {"tokens": said.tokens, "requests": said.requests}
-            append_jsonl(self.path / "llm.jsonl", [row])  # journaled before the next request
             answered[item.id] = row
+            held.append((row, said.said))
+            trusted = trusted or said.usable
+            if trusted:  # journaled before the next request
+                append_jsonl(self.path / "llm.jsonl", [r for r, _ in held])
+                held = []
             crash_point("annotate answer")
+        if held:
+            (first, text), n = held[0], len(held)
+            raise StarError(
+                f"the LLM endpoint {endpoint.base_url}: none of its {n} answer(s) was usable "
+                f"(no label of the set, or nothing: it said {text.strip()[:60]!r} to "
+                f"{first['id']!r}); check --llm-model and that the server follows instructions"
+            )
         counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
         counts |= {"tokens": spent, "requests": requests}
         left = len(todo) - len(asked)
