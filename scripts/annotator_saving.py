@@ -114,12 +114,17 @@ def arm(path: Path, sizes: list[int], gold: dict, endpoint: Endpoint, threshold)
                 project.train()
             metrics = project.rounds()[k]
             labels, people_labels = project.labels(), project.labels(people_only=True)
-        llm = {i: a for i, a in labels.items() if i not in people_labels}
+            first = {}  # id -> the first round that trained on it (its batch's after_round + 1)
+            for b in project.batches():
+                for i in b["ids"]:
+                    first.setdefault(i, 0 if b["after_round"] is None else b["after_round"] + 1)
+        trained = {i for i in labels if first[i] <= k}
+        llm = {i: labels[i] for i in trained if i not in people_labels}
         rows.append(
             {
                 "round": k,
                 "n_labeled": metrics["n_labeled"],
-                "people": len(people_labels),
+                "people": len(trained) - len(llm),
                 "llm": len(llm),
                 "llm_right": sum(a == gold[i] for i, a in llm.items()),
                 "accuracy": metrics["accuracy"],

@@ -356,3 +356,31 @@ def test_unusable_answers_before_the_first_usable_one_are_kept_once_it_comes(pro
     answers = _journal(project / "llm.jsonl")
     assert [a["answer"] for a in answers] == [None, None, None, "positive", "negative", None]
     assert done["accepted"] == 0 and done["to_people"] == 6  # no log-probs: no confidence
+
+
+def test_the_saving_simulation_pairs_its_arms_and_counts_whose_labels(llm, tmp_path):
+    """scripts/annotator_saving.py: both arms label the same items; the people arm's labels
+    are all people's, the accept-everything arm's all the LLM's, and rerunning redoes nothing."""
+    out = tmp_path / "saving"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "annotator_saving.py"
+    args = [sys.executable, str(script), "--base-url", llm.url, "--task", "sst2",
+            "--thresholds", "0", "--schedule", "4,8", "--pool-size", "40", "--eval-size", "4",
+            "--epochs", "1", "--model", "tiny-random", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _journal(out / "results.jsonl")
+    people = [(r["n_labeled"], r["people"], r["llm"]) for r in rows if r["arm"] == "people"]
+    llm_first = [(r["n_labeled"], r["people"], r["llm"]) for r in rows if r["arm"] == "llm@0"]
+    assert people == [(4, 4, 0), (8, 8, 0)]
+    assert [n for n, _, _ in llm_first] == [4, 8]
+    assert all(p + m == n for n, p, m in llm_first) and llm_first[-1][2] > 0
+    chosen = {
+        arm: sorted(json.loads(x)["id"] for x in (out / arm / "labels.jsonl").open())
+        for arm in ("people", "llm@0")
+    }
+    assert chosen["people"] == sorted(set(chosen["llm@0"]))
+    before = llm.completions()
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and llm.completions() == before
+    assert _journal(out / "results.jsonl") == rows
