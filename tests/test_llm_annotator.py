@@ -288,13 +288,15 @@ def test_routing_and_people_winning_from_a_journal_of_answers(project, capsys):
         assert p.labels()[ids[0]] == "negative"
 
 
-def test_a_token_budget_stops_asking_and_the_rest_waits(llm, project, capsys):
+@pytest.mark.parametrize("budget", ["--max-tokens", "--max-requests"])
+def test_a_budget_is_checked_before_each_item_and_the_rest_waits(llm, project, capsys, budget):
     before = llm.completions()
     capsys.readouterr()
-    assert main(_ask(llm, project, "--max-tokens", 1)) == 0  # spent by the first request
+    assert main(_ask(llm, project, budget, 1)) == 0  # spent by the first item
     out = capsys.readouterr().out
     assert out.startswith("asked 1 item(s) in ") and "5 item(s) still to ask" in out
-    assert llm.completions() - before == 1 and len(_journal(project / "llm.jsonl")) == 1
+    [answer] = _journal(project / "llm.jsonl")
+    assert llm.completions() - before == answer["requests"]
 
 
 def test_labels_sharing_a_first_token_are_scored_one_request_each(llm, tmp_path, capsys):
@@ -318,16 +320,6 @@ def test_labels_sharing_a_first_token_are_scored_one_request_each(llm, tmp_path,
         assert a["requests"] == 3, a  # the unclear first read, then one per label
         assert a["answer"] in ("very good", "very bad") and 0 <= a["confidence"] <= 1
     assert "asked 2 item(s) in 6 request(s)" in capsys.readouterr().out
-
-
-def test_a_request_budget_is_checked_before_each_item(llm, project, capsys):
-    before = llm.completions()
-    capsys.readouterr()
-    assert main(_ask(llm, project, "--max-requests", 1)) == 0  # spent by the first item
-    out = capsys.readouterr().out
-    assert out.startswith("asked 1 item(s) in ") and "5 item(s) still to ask" in out
-    [answer] = _journal(project / "llm.jsonl")
-    assert llm.completions() - before == answer["requests"]
 
 
 def test_unusable_answers_before_the_first_usable_one_are_kept_once_it_comes(project, monkeypatch):
