@@ -150,7 +150,9 @@ def test_other_version_is_refused(full_run, tmp_path):
 def test_budget_larger_than_pool_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="budget .*, 24\\) exceeds the pool of 20"):
         loop.run(small(**{"data.pool_size": 20}), tmp_path / "run")
-    with pytest.raises(ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows"):
+    with pytest.raises(
+        ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows: pass --pool-size 4957 "
+    ):
         loop.run(small(**{"data.pool_size": 99999}), tmp_path / "run2")
 
 

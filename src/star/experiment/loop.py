@@ -50,7 +50,11 @@ def load_splits(config: RunConfig, task: Task) -> Splits:
         ("eval_size", config.data.eval_size, test),
     ):
         if size is not None and size > len(rows):
-            raise ConfigError(f"data.{name} is {size} but {config.task} has {len(rows)} rows")
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"data.{name} is {size} but {config.task} has {len(rows)} rows: "
+                f"pass {option} {len(rows)} (or fewer) to use them all"
+            )
     pool = sample(train, config.data.pool_size, config.seed)
     budget = config.loop.sizes()[-1]
     if budget > len(pool):
