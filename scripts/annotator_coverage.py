@@ -1,9 +1,11 @@
-"""How good is an LLM annotator, and how much would it save? On a built-in benchmark with gold
-labels: the annotator's accuracy against coverage at several confidence thresholds (the table
-refuel's autolabel reports), from one request per item through `star annotate`'s own code.
+"""How good is an LLM annotator, and how much would it save? On a built-in benchmark or your
+own labelled file: the annotator's accuracy against coverage at several confidence thresholds
+(the table refuel's autolabel reports), asked through `star annotate`'s own code.
 
     .venv/bin/python scripts/annotator_coverage.py --task sst2 --n 200 --scoring auto
         # the embedded SmolLM2 served here; --base-url URL --llm-model NAME for any endpoint
+    .venv/bin/python scripts/annotator_coverage.py --task my-labelled.jsonl --answer-field label \
+        --base-url URL --llm-model NAME
 
 Coverage: the share of items whose answer clears the threshold (accepted as labels);
 accuracy: of those, the share equal to the gold label; people label the rest.
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from star.errors import StarError
 from star.labelling.annotator import Endpoint, ask
+from star.tasks.reading import Fields, read_items
 from star.tasks.registry import TASKS, load_split
 from star.tasks.resolve import sample
 
@@ -26,13 +31,19 @@ def main() -> int:
     parser.add_argument("--base-url", help="default: serve the embedded SmolLM2 here")
     parser.add_argument("--llm-model", default="smollm2")
     parser.add_argument("--scoring", default="auto", help="auto, first-token or per-label")
-    parser.add_argument("--task", default="sst2", help="a built-in task with a label set")
-    parser.add_argument("--n", type=int, default=200, help="test rows asked (seeded sample)")
+    parser.add_argument(
+        "--task",
+        default="sst2",
+        help="a built-in task with a label set, or your labelled JSONL/CSV file (id, prompt, "
+        "answer and, optionally, choices; without choices the set is every answer in the file)",
+    )
+    parser.add_argument("--prompt-field", default="prompt", help="your file's prompt column")
+    parser.add_argument("--answer-field", default="answer", help="your file's label column")
+    parser.add_argument("--n", type=int, default=200, help="rows asked (seeded sample)")
     args = parser.parse_args()
-    spec = TASKS[args.task]
-    if not spec.labels:
-        raise SystemExit(f"{args.task} has free answers; choose a task with a label set")
-    rows = sample(load_split(args.task, "test"), args.n, 0)
+    fields = Fields(prompt=args.prompt_field, answer=args.answer_field)
+    rows, labels = _rows(args.task, fields)
+    rows = sample(rows, args.n, 0)
     server = None
     if not args.base_url:
         from embedded_llm import serve
@@ -40,12 +51,12 @@ def main() -> int:
         server, args.base_url = serve()
     endpoint = Endpoint.from_options(args.base_url, args.llm_model, scoring=args.scoring)
     client = endpoint.client()
-    said = [ask(client, endpoint, row.prompt, spec.labels) for row in rows]
+    said = [ask(client, endpoint, row.prompt, row.choices or labels) for row in rows]
     del server
     gold = [row.answer for row in rows]
     requests = sum(s.requests for s in said)
     print(
-        f"{args.task}, {len(rows)} test rows, annotator {args.llm_model}, {args.scoring} "
+        f"{args.task}, {len(rows)} rows, annotator {args.llm_model}, {args.scoring} "
         f"scoring ({requests} requests; {sum(s.scoring == 'per-label' for s in said)} items "
         "scored per label)"
     )
@@ -62,5 +73,20 @@ def main() -> int:
     return 0
 
 
+def _rows(task: str, fields: Fields) -> tuple[list, tuple[str, ...]]:
+    """(rows with prompt, answer and choices, the label set) of a built-in task's test split or
+    of a labelled file."""
+    if task in TASKS:
+        if not TASKS[task].labels:
+            raise SystemExit(f"{task} has free answers; choose a task with a label set")
+        return load_split(task, "test"), TASKS[task].labels
+    items = read_items(Path(task), fields, need_answer=True)
+    return items, tuple(sorted({i.answer for i in items}))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except StarError as e:  # a bad file or endpoint: one line
+        print(f"annotator_coverage: error: {e}", file=sys.stderr)
+        sys.exit(2)
