@@ -459,7 +459,7 @@ class Project:
         completion, as the server counts them) cap what this run spends, checked before each
         item (an item scored per label takes one request per label); what is left waits for
         the next. Returns counts and the people's batch."""
-        from star.labelling.annotator import PROMPT_VERSION, ask
+        from star.labelling.annotator import PROMPT_VERSION
 
         if not 0 <= threshold <= 1:
             raise StarError(f"--threshold must be in [0, 1], got {threshold}")
@@ -484,6 +484,40 @@ class Project:
             spans = [endpoint.requests_per_item(i.choices) for i in todo]
             return {"requests": sum(f for f, _ in spans), "most_requests": sum(m for _, m in spans),
                     "prompt_chars": chars, "dry_run": True}  # fmt: skip
+        asked, spent, requests = self._ask(
+            endpoint, todo, source, answered, max_requests, max_tokens
+        )
+        counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
+        counts |= {"tokens": spent, "requests": requests}
+        left = len(todo) - len(asked)
+        if left:
+            return counts | {"left": left}
+        rows = [answered[i.id] for i in waiting]
+        sure = [r for r in rows if _sure(r, threshold)]
+        append_jsonl(
+            self.path / "labels.jsonl",
+            ({"id": r["id"], "label": r["answer"], "source": "llm", **source,
+              "confidence": r["confidence"]} for r in sure),
+        )  # fmt: skip
+        review = [r for r in rows if not _sure(r, threshold)]
+        counts |= {"accepted": len(sure), "to_people": len(review), "left": 0}
+        if review:
+            counts["file"] = self._review_batch(chosen, review, by_id, fmt, endpoint)
+        return counts
+
+    def _ask(
+        self,
+        endpoint: Endpoint,
+        todo: list[Item],
+        source: dict,
+        answered: dict[str, dict],
+        max_requests: int | None,
+        max_tokens: int | None,
+    ) -> tuple[list[Item], int, int]:
+        """Ask the LLM for each item until a budget is spent, journaling each answer (into
+        `answered` too); returns (items asked, tokens, requests)."""
+        from star.labelling.annotator import ask
+
         client = endpoint.client() if todo else None
         asked, spent, requests = [], 0, 0
         # until the endpoint has given one usable answer, its answers are held back: an
@@ -516,23 +550,7 @@ class Project:
                 f"(no label of the set, or nothing: it said {text.strip()[:60]!r} to "
                 f"{first['id']!r}); check --llm-model and that the server follows instructions"
             )
-        counts = {"asked": len(asked), "answered_before": len(waiting) - len(todo)}
-        counts |= {"tokens": spent, "requests": requests}
-        left = len(todo) - len(asked)
-        if left:
-            return counts | {"left": left}
-        rows = [answered[i.id] for i in waiting]
-        sure = [r for r in rows if _sure(r, threshold)]
-        append_jsonl(
-            self.path / "labels.jsonl",
-            ({"id": r["id"], "label": r["answer"], "source": "llm", **source,
-              "confidence": r["confidence"]} for r in sure),
-        )  # fmt: skip
-        review = [r for r in rows if not _sure(r, threshold)]
-        counts |= {"accepted": len(sure), "to_people": len(review), "left": 0}
-        if review:
-            counts["file"] = self._review_batch(chosen, review, by_id, fmt, endpoint)
-        return counts
+        return asked, spent, requests
 
     def _review_batch(self, chosen: dict, review: list[dict], by_id, fmt: str, endpoint) -> str:
         """The items the LLM was unsure of, as a new batch with its answers pre-annotated (the
