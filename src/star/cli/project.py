@@ -102,9 +102,9 @@ def add_commands(sub) -> None:
         "--scoring",
         choices=("auto", "first-token", "per-label"),
         default="auto",
-        help="a label set's confidence: from the first answer token's top log-probabilities, "
-        "from one yes/no request per label (P(True)), or the first, falling back to the second "
-        "where it is unclear [auto]",
+        help="how a label set's confidence is read. auto: from the first answer token's top "
+        "log-probabilities, and from one yes/no request per label (P(yes)) where those cannot "
+        "tell the labels apart; first-token or per-label: only that way [auto]",
     )
     annotate.add_argument(
         "--max-requests", type=int, help="stop asking once this run has made this many requests"
