@@ -223,3 +223,23 @@ def test_runs_of_different_tasks_are_named_by_task_not_by_what_the_task_sets():
         "random (template=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…)",
         "random (template={prompt} yyyyyyyyyy)",
     ]
+
+
+def test_a_run_from_before_an_option_existed_pairs_with_runs_that_record_its_default(tmp_path):
+    """An older config.yaml lacks model.attention: it ran with what is now the default, so it
+    is not a variant of its own."""
+    import yaml
+
+    from star import config as cfg
+    from star.experiment.report import by_variant, find_runs
+
+    for name, drop in (("old", True), ("new", False)):
+        tree = cfg.RunConfig().to_dict() | {"strategy": "random", "seed": 0 if drop else 1}
+        if drop:
+            del tree["model"]["attention"]
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(tree))
+        row = {"round": 0, "n_labeled": 8, "accuracy": 0.5, "ece": 0.1}
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    assert list(by_variant(find_runs([tmp_path], None, False))) == ["random"]

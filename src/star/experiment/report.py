@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from star import config as cfg
 from star.errors import StarError
 from star.experiment.statistics import (
     BOOTSTRAP,
@@ -75,6 +76,9 @@ def find_runs(
     roots: list[Path], rounds: int | None = None, log_axis: bool = False
 ) -> list[RunResult]:
     """Every run with a finished round under the roots; only the first `rounds` if given."""
+    # a setting a run's config lacks (written before the option existed) is the default, which
+    # is what that version did: such a run pairs with runs that record the default
+    defaults = _flatten(cfg.RunConfig().to_dict())
     runs = []
     for root in roots:
         if not root.is_dir():
@@ -102,7 +106,11 @@ def find_runs(
                     [nll for nll, _ in calibration],
                     [brier for _, brier in calibration],
                     sum(r.get("seconds", 0.0) for r in rows),
-                    {k: v for k, v in _flatten(tree).items() if not k.startswith(NOT_A_VARIANT)},
+                    {
+                        k: v
+                        for k, v in (defaults | _flatten(tree)).items()
+                        if not k.startswith(NOT_A_VARIANT)
+                    },  # fmt: skip
                     log_axis,
                 )
             )
