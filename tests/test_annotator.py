@@ -67,10 +67,10 @@ def test_p_true_is_yes_against_no_or_the_sampled_token_alone():
 
 class _Server:
     """Replies by the request's last user message: the first-token reply, then a yes/no per
-    label; records what it was asked."""
+    label; records what it was asked. `logprobs=False`: a server that returns none."""
 
-    def __init__(self, first, yes):
-        self.first, self.yes, self.asked = first, yes, []
+    def __init__(self, first, yes, logprobs=True):
+        self.first, self.yes, self.asked, self.logprobs = first, yes, [], logprobs
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
 
     def create(self, messages, max_tokens, **_):
@@ -82,7 +82,8 @@ class _Server:
         else:
             top = self.first
         message = SimpleNamespace(content=top[0][0])
-        reply = SimpleNamespace(message=message, logprobs=SimpleNamespace(content=_content(top)))
+        listed = SimpleNamespace(content=_content(top)) if self.logprobs else None
+        reply = SimpleNamespace(message=message, logprobs=listed)
         usage = SimpleNamespace(prompt_tokens=10, completion_tokens=1)
         return SimpleNamespace(choices=[reply], usage=usage)
 
@@ -155,19 +156,7 @@ def test_an_error_status_without_a_message_is_still_one_line():
 
 
 def test_auto_does_not_ask_per_label_a_server_that_gives_no_log_probabilities():
-    server = _Server([("balance", 0.0)], {})
-    server.create = lambda messages, max_tokens, **_: (
-        server.asked.append(messages[-1]["content"])
-        or SimpleNamespace(
-            choices=[SimpleNamespace(message=SimpleNamespace(content="balance"), logprobs=None)],
-            usage=None,
-        )
-    )
-    server.chat.completions.create = server.create
+    server = _Server([("balance", 0.0)], {}, logprobs=False)
     said = ask(server, Endpoint("http://h/v1", "m", None), "how much is left?", CARDS)
-    assert (said.answer, said.confidence, said.requests, len(server.asked)) == (
-        "balance",
-        None,
-        1,
-        1,
-    )
+    assert (said.answer, said.confidence, said.requests) == ("balance", None, 1)
+    assert len(server.asked) == 1

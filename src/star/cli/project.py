@@ -8,6 +8,7 @@ from pathlib import Path
 
 from star.cli.options import add_config_options, given
 from star.errors import ConfigError
+from star.labelling.annotator import SCORINGS
 from star.labelling.formats import FORMATS
 
 FIELD_NAMES = ("id", "prompt", "answer", "choices")  # columns of a user's file
@@ -100,7 +101,7 @@ def add_commands(sub) -> None:
     )
     annotate.add_argument(
         "--scoring",
-        choices=("auto", "first-token", "per-label"),
+        choices=SCORINGS,
         default="auto",
         help="how a label set's confidence is read. auto: from the first answer token's top "
         "log-probabilities, and from one yes/no request per label (P(yes)) where those cannot "

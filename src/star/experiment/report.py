@@ -110,7 +110,7 @@ def find_runs(
                         k: v
                         for k, v in (defaults | _flatten(tree)).items()
                         if not k.startswith(NOT_A_VARIANT)
-                    },  # fmt: skip
+                    },
                     log_axis,
                 )
             )
