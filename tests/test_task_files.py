@@ -107,6 +107,30 @@ def test_a_task_file_resolves_columns_labels_split_and_checksum(tmp_path):
     assert (first.target, first.answer) == (" red", "red")
 
 
+def test_a_file_without_ids_numbers_its_rows_and_resumes(tmp_path, capsys):
+    """A data set exported as text and label has no id column: rows are numbered per file
+    (the test file's apart), the config saves the id column unset, and the run resumes."""
+    rows = [{k: r[k] for k in ("text", "label")} for r in labelled(40)]
+    task = rows_file(tmp_path / "mine.jsonl", rows)
+    test = tmp_path / "held.csv"
+    test.write_text("text,label\n" + "".join(f"held {i},red\n" for i in range(6)))
+    given = {"data.prompt_field": "text", "data.answer_field": "label"}
+    config, parts = resolved(task=str(task), **given, **{"data.test": str(test)})
+    assert config.data.id_field is None
+    assert [e.id for e in parts.train[:2]] == ["mine-00000", "mine-00001"]
+    assert [e.id for e in parts.eval] == [f"mine-test-{i:05d}" for i in range(6)]
+    assert parts.train[1].answer == "green" and parts.eval[0].prompt.startswith("held 0\n")
+    out = tmp_path / "run"
+    args = ["run", "--task", str(task), "--prompt-field", "text", "--answer-field", "label"]
+    assert main([*args, *TINY, "--schedule", "8", "--out", str(out)]) == 0
+    labeled = (out / "labeled.jsonl").read_text()
+    assert labeled.count('"id": "mine-0') == 8
+    assert main(["run", "--out", str(out)]) == 0  # resumes: nothing left, nothing changed
+    assert (out / "labeled.jsonl").read_text() == labeled
+    named = main([*args, "--id-field", "id", *TINY, "--schedule", "8", "--out", str(out) + "2"])
+    assert named == 2 and "mine.jsonl:1: no field 'id'" in capsys.readouterr().err
+
+
 def run_star(*args):
     return subprocess.run(
         [sys.executable, "-m", "star", *map(str, args)], capture_output=True, text=True

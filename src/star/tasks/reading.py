@@ -59,6 +59,11 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
         raise BadInputError(f"{path}:{reader.line_num}: invalid CSV ({e})") from None
 
 
+def has_column(path: Path, key: str) -> bool:
+    """Whether any row of the file has the column `key`."""
+    return any(key in row for _, row in raw_rows(path))
+
+
 def read_jsonl(path: Path, required: Sequence[str]) -> list[dict]:
     """Rows of a JSONL file; any defect raises BadInputError naming file and line."""
     rows = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from star.config import RunConfig
 from star.errors import BadInputError, ConfigError
 from star.tasks.extract import normalised_text
-from star.tasks.reading import Fields, Item, read_items
+from star.tasks.reading import Fields, Item, has_column, read_items
 from star.tasks.registry import BUILTIN_FIELDS, TASKS, builtin_items
 from star.tasks.spec import Example, TaskSpec, classification
 
@@ -27,6 +27,12 @@ FILE_SUFFIXES = (".jsonl", ".csv")
 
 def _read(path: Path, fields: Fields, row_ids: str | None = None) -> list[Item]:
     return read_items(path, fields, need_answer=True, row_ids=row_ids)
+
+
+def _row_ids(path: Path, id_field: str | None, prefix: str) -> str | None:
+    """The prefix of row-numbered ids for a labelled file with no `id` column (a data set
+    exported as text and label has none), unless the user named an id column."""
+    return None if id_field or has_column(path, "id") else prefix
 
 
 def _examples(spec: TaskSpec, items: list[Item]) -> list[Example]:
@@ -165,9 +171,11 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Task]:
             d.answer_field or "answer",
             d.choices_field or "choices",
         )
-        rows = _read(path, fields)
+        row_ids = _row_ids(path, d.id_field, f"{path.stem}-")
+        rows = _read(path, fields, row_ids)
         test_path = _task_file(d.test) if d.test else None
-        test_rows = _read(test_path, fields) if test_path else []
+        test_ids = _row_ids(test_path, d.id_field, f"{path.stem}-test-") if test_path else None
+        test_rows = _read(test_path, fields, test_ids) if test_path else []
         labels = d.labels or detect_labels(rows + test_rows)
         _check_labels(rows, path, labels)
         _check_labels(test_rows, test_path or path, labels)
@@ -179,6 +187,8 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Task]:
         _check_template(spec)
         train, test = _examples(spec, rows), _examples(spec, test_rows)
         resolved = {f"{n}_field": getattr(fields, n) for n in ("id", "prompt", "answer", "choices")}
+        if row_ids or test_ids:  # saved unset, so a resumed run numbers the rows again
+            resolved["id_field"] = None
         resolved |= {"labels": labels}
         sums = {"task_sha256": _checked_sha(path, d.task_sha256)}
         if test_path:
