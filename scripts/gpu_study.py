@@ -17,8 +17,8 @@ carries one load; `receive` checks it and keeps it in /tmp/star-gpu), then the s
 SHA-256 checked against the manifest), installs the carried wheels and star itself with pip,
 offline, into /tmp/star-gpu/site, runs one `star sweep` per config (resumable, `--jobs` runs
 at once, each within its share of the GPU's memory) and `star report` on each, and writes
-the reports and every run's config, labels and metrics (no adapters) to OUT/study.tar.gz,
-which `star report` reads like the CPU study's run directories.
+the report and every run's config, labels, metrics and per-round predictions (no adapters)
+to OUT/study-CONFIG.tar.gz, which `star report` reads like the CPU study's run directories.
 
 The same commands run on a CPU with `--model tiny-random` (tests/test_gpu_study.py), so the
 script cannot rot between the rare GPU runs.
@@ -195,15 +195,23 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
         summary = reports / name / "summary.md"
         if summary.is_file():
             print(summary.read_text(), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(args.out / "study.tar.gz", "w:gz") as tar:
-        if reports.is_dir():
-            tar.add(reports, "reports")
-        for f in sorted(runs.rglob("*")) if runs.is_dir() else []:
-            if f.is_file() and "rounds" not in f.relative_to(runs).parts:  # adapters stay
-                tar.add(f, f"runs/{f.relative_to(runs)}")
-    print(f"study: {args.out / 'study.tar.gz'}")
+        print(f"study: {archive(args.out, name, reports / name, runs / name)}", flush=True)
     return 1 if failed else 0
+
+
+def archive(out: Path, name: str, report: Path, runs: Path) -> Path:
+    """OUT/study-NAME.tar.gz: the report, and every run without its adapters (each round's
+    predictions stay, for NLL, Brier and the per-class view). One archive per config keeps
+    each under what a call brings back (16 MiB a file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"study-{name}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        if report.is_dir():
+            tar.add(report, f"reports/{name}")
+        for f in sorted(runs.rglob("*")) if runs.is_dir() else []:
+            if f.is_file() and "adapter" not in f.relative_to(runs).parts:
+                tar.add(f, f"runs/{name}/{f.relative_to(runs)}")
+    return path
 
 
 def main() -> int:
@@ -221,7 +229,7 @@ def main() -> int:
     s.add_argument("--strategies", required=True)
     s.add_argument("--seeds", required=True, help="0-9 or 0,1,2")
     s.add_argument("--jobs", type=int, default=8, help="runs at once on the GPU")
-    s.add_argument("--out", type=Path, required=True, help="where study.tar.gz goes")
+    s.add_argument("--out", type=Path, required=True, help="where the study-CONFIG.tar.gz archives go")
     args, extra = parser.parse_known_args()
     if args.command == "pack":
         pack(args.out, args.load_mib, not args.no_wheels)

@@ -59,9 +59,10 @@ def test_loads_reassemble_and_the_study_runs_offline(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     # the tiny model was built from the reassembled package's tokenizer, in the study's cache
     assert (tmp_path / "home" / "cache" / "tiny-random" / "config.json").is_file()
-    with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
+    with tarfile.open(tmp_path / "out" / "study-trec.tar.gz") as tar:
         names = tar.getnames()
     assert "reports/trec/summary.md" in names
     for run in ("random-seed0", "random-seed1", "margin-seed0", "margin-seed1"):
         assert f"runs/trec/{run}/metrics.jsonl" in names
-    assert not [n for n in names if "/rounds/" in n]  # adapters stay on the machine
+        assert f"runs/trec/{run}/rounds/001/eval.jsonl" in names  # NLL, Brier, per class
+    assert not [n for n in names if "/adapter" in n]  # adapters stay on the machine
