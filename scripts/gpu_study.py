@@ -229,7 +229,7 @@ def main() -> int:
     s.add_argument("--strategies", required=True)
     s.add_argument("--seeds", required=True, help="0-9 or 0,1,2")
     s.add_argument("--jobs", type=int, default=8, help="runs at once on the GPU")
-    s.add_argument("--out", type=Path, required=True, help="where the study-CONFIG.tar.gz archives go")
+    s.add_argument("--out", type=Path, required=True, help="where study-CONFIG.tar.gz go")
     args, extra = parser.parse_known_args()
     if args.command == "pack":
         pack(args.out, args.load_mib, not args.no_wheels)
