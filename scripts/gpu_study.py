@@ -11,7 +11,7 @@ carries one load; `receive` checks it and keeps it in /tmp/star-gpu), then the s
 
     python3 scripts/gpu_study.py receive .gpu/load1      # ... and load2, load3
     python3 scripts/gpu_study.py study --configs configs/room/trec.yaml,configs/room/sst2.yaml \
-        --strategies random,margin --seeds 0-9 --jobs 12 --out $OUT
+        --strategies random,margin --seeds 0-9 --jobs 12 --minutes 8 --out $OUT
 
 `study` reassembles the embedded model's GGUF from its parts (each part's and the whole file's
 SHA-256 checked against the manifest), installs the carried wheels and star itself with pip,
@@ -19,6 +19,8 @@ offline, into /tmp/star-gpu/site, runs one `star sweep` per config (resumable, `
 at once, each within its share of the GPU's memory) and `star report` on each, and writes
 the report and every run's config, labels, metrics and per-round predictions (no adapters)
 to OUT/study-CONFIG.tar.gz, which `star report` reads like the CPU study's run directories.
+`--minutes` stops the sweeps in time to report and archive inside a call's limit (exit 3);
+the same command resumes the rest while the machine stays warm.
 
 The same commands run on a CPU with `--model tiny-random` (tests/test_gpu_study.py), so the
 script cannot rot between the rare GPU runs.
@@ -32,9 +34,11 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +173,23 @@ def install() -> dict[str, str]:
     }
 
 
+def sweep_until(cmd: list[str], env: dict, deadline: float | None) -> bool:
+    """Run one sweep; past the deadline stop it with all its runs (each resumes from its last
+    finished round). True when it ran to its end."""
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        return False
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=left) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        return False
+
+
 def study(args: argparse.Namespace, extra: list[str]) -> int:
+    deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
     env = install()
     runs, reports = HOME / "runs", HOME / "reports"
     failed = 0
@@ -181,7 +201,7 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
             "--jobs", str(args.jobs), "--out", str(runs / name), *extra,
         ]  # fmt: skip
         print(f"study: {name}", flush=True)
-        failed += subprocess.run(sweep, env=env).returncode != 0
+        failed += not sweep_until(sweep, env, deadline)
         report = [
             sys.executable,
             "-m",
@@ -196,6 +216,9 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
         if summary.is_file():
             print(summary.read_text(), flush=True)
         print(f"study: {archive(args.out, name, reports / name, runs / name)}", flush=True)
+    if deadline is not None and time.monotonic() >= deadline:
+        print(f"study: stopped after {args.minutes} minutes; the same command resumes it")
+        return 3
     return 1 if failed else 0
 
 
@@ -230,6 +253,8 @@ def main() -> int:
     s.add_argument("--seeds", required=True, help="0-9 or 0,1,2")
     s.add_argument("--jobs", type=int, default=8, help="runs at once on the GPU")
     s.add_argument("--out", type=Path, required=True, help="where study-CONFIG.tar.gz go")
+    s.add_argument("--minutes", type=float, help="stop the sweeps then, and still report and "
+                   "archive what finished (a call's time limit; exit 3)")  # fmt: skip
     args, extra = parser.parse_known_args()
     if args.command == "pack":
         pack(args.out, args.load_mib, not args.no_wheels)

@@ -66,3 +66,12 @@ def test_loads_reassemble_and_the_study_runs_offline(tmp_path):
         assert f"runs/trec/{run}/metrics.jsonl" in names
         assert f"runs/trec/{run}/rounds/001/eval.jsonl" in names  # NLL, Brier, per class
     assert not [n for n in names if "/adapter" in n]  # adapters stay on the machine
+
+    # out of time: the sweeps stop, what finished is still reported and archived
+    stopped = script(
+        "study", "--configs", "configs/room/trec.yaml", "--strategies", "random,margin",
+        "--seeds", "0-2", "--minutes", "0", "--out", tmp_path / "late", *small, env=env,
+    )  # fmt: skip
+    assert stopped.returncode == 3 and "the same command resumes it" in stopped.stdout
+    with tarfile.open(tmp_path / "late" / "study-trec.tar.gz") as tar:
+        assert "runs/trec/margin-seed1/metrics.jsonl" in tar.getnames()
