@@ -164,7 +164,7 @@ def test_a_setting_that_differs_within_a_strategy_is_its_own_line(sweeps, tmp_pa
     assert main(["report", str(sweeps), "--out", str(out)]) == 0
     summary = (out / "summary.md").read_text()
     assert "| pe (b_decay=0.0) | 2 |" in summary and "| pe (b_decay=0.5) | 1 |" in summary
-    assert re.search(r"\| pe \(b_decay=0\.5\) \| 1 \| [+-]\d\.\d{3} \[", summary)  # paired
+    assert re.search(r"\| pe \(b_decay=0\.5\) \| 1 \| [+-]\d\.\d{3} \[one seed\] \| — \|", summary)
     assert (out / "reliability_pe_b_decay-0.5.png").stat().st_size > 1000
 
 

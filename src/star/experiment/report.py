@@ -311,8 +311,11 @@ def _pm(ms: tuple[float, float]) -> str:
 
 
 def _ci(diffs: list[float]) -> str:
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2:  # a bootstrap of one value is that value: no interval to show
+        return f"{mean:+.3f} [one seed]"
     lo, hi = paired_interval(diffs)
-    return f"{sum(diffs) / len(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def write_report(
