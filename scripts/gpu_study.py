@@ -173,26 +173,26 @@ def install() -> dict[str, str]:
     }
 
 
-def sweep_until(cmd: list[str], env: dict, deadline: float | None) -> bool:
-    """Run one sweep; past the deadline stop it with all its runs (each resumes from its last
-    finished round). True when it ran to its end."""
+def sweep_until(cmd: list[str], env: dict, deadline: float | None) -> int | None:
+    """Run one sweep; its exit status, or None when the deadline stopped it (or came before
+    it), with all its runs (each resumes from its last finished round)."""
     left = None if deadline is None else deadline - time.monotonic()
     if left is not None and left <= 0:
-        return False
+        return None
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        return proc.wait(timeout=left) == 0
+        return proc.wait(timeout=left)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
-        return False
+        return None
 
 
 def study(args: argparse.Namespace, extra: list[str]) -> int:
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
     env = install()
     runs, reports = HOME / "runs", HOME / "reports"
-    failed = 0
+    failed, stopped = 0, False
     for config in args.configs.split(","):
         name = Path(config).stem
         sweep = [
@@ -201,7 +201,9 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
             "--jobs", str(args.jobs), "--out", str(runs / name), *extra,
         ]  # fmt: skip
         print(f"study: {name}", flush=True)
-        failed += not sweep_until(sweep, env, deadline)
+        code = sweep_until(sweep, env, deadline)
+        stopped |= code is None
+        failed += code not in (0, None)
         report = [
             sys.executable,
             "-m",
@@ -216,10 +218,9 @@ def study(args: argparse.Namespace, extra: list[str]) -> int:
         if summary.is_file():
             print(summary.read_text(), flush=True)
         print(f"study: {archive(args.out, name, reports / name, runs / name)}", flush=True)
-    if deadline is not None and time.monotonic() >= deadline:
+    if stopped:
         print(f"study: stopped after {args.minutes} minutes; the same command resumes it")
-        return 3
-    return 1 if failed else 0
+    return 1 if failed else 3 if stopped else 0  # a failed sweep is news before an unfinished one
 
 
 def archive(out: Path, name: str, report: Path, runs: Path) -> Path:

@@ -10,10 +10,12 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import flags
 
+from star import config as cfg
 from star.cli import main
-from star.experiment.report import RunResult, reach_table
+from star.experiment.report import RunResult, by_variant, find_runs, reach_table
 from star.experiment.statistics import (
     detectable_difference,
     labels_to_reach,
@@ -228,11 +230,6 @@ def test_runs_of_different_tasks_are_named_by_task_not_by_what_the_task_sets():
 def test_a_run_from_before_an_option_existed_pairs_with_runs_that_record_its_default(tmp_path):
     """An older config.yaml lacks model.attention: it ran with what is now the default, so it
     is not a variant of its own."""
-    import yaml
-
-    from star import config as cfg
-    from star.experiment.report import by_variant, find_runs
-
     for name, drop in (("old", True), ("new", False)):
         tree = cfg.RunConfig().to_dict() | {"strategy": "random", "seed": 0 if drop else 1}
         if drop:
