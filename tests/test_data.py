@@ -1,5 +1,7 @@
 """JSONL reading with file:line errors, tokenisation and padding-light batching."""
 
+import logging
+
 import pytest
 import torch
 
@@ -55,12 +57,24 @@ def test_collate_masks_everything_but_the_answer():
     assert batch.labels.tolist() == [[i, i, i, 8, 9], [i, 4, i, i, i]]
 
 
-def test_encode_cuts_prompt_from_the_left_and_target_from_the_right(tiny):
+def test_encode_cuts_prompt_from_the_left_and_target_from_the_right(tiny, caplog):
     _, tok = tiny
     ex = Example("x", "one two three four five", "six seven", "six")
-    (enc,) = encode([ex], tok, max_prompt_tokens=2, max_target_tokens=1)
-    assert enc.prompt_ids == tok(ex.prompt, add_special_tokens=False)["input_ids"][-2:]
+    whole = tok(ex.prompt, add_special_tokens=False)["input_ids"]
+    with caplog.at_level(logging.WARNING, logger="star.engine.batching"):
+        (enc,) = encode([ex, Example("y", "one", "six", "six")], tok, 2, 1)[:1]
+    assert enc.prompt_ids == whole[-2:]
     assert enc.target_ids == tok("six seven", add_special_tokens=False)["input_ids"][:1]
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == (
+        f"1 of 2 prompts are longer than 2 tokens (longest {len(whole)}) and keep only the end: "
+        "raise --max-prompt-tokens to read them whole"
+    )
+    assert said[1].startswith("1 of 2 answers are longer than 1 tokens")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="star.engine.batching"):
+        encode([ex], tok, len(whole), 8)
+    assert not caplog.records  # nothing cut, nothing said
 
 
 def test_collate_left_padding():

@@ -150,10 +150,13 @@ def test_other_version_is_refused(full_run, tmp_path):
 def test_budget_larger_than_pool_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="budget .*, 24\\) exceeds the pool of 20"):
         loop.run(small(**{"data.pool_size": 20}), tmp_path / "run")
-    with pytest.raises(
-        ConfigError, match="data.pool_size is 99999 but obqa has 4957 rows: pass --pool-size 4957 "
-    ):
+    pool = "^obqa: data.pool_size is 99999 but it has 4957 training rows: pass --pool-size 4957 "
+    with pytest.raises(ConfigError, match=pool):
         loop.run(small(**{"data.pool_size": 99999}), tmp_path / "run2")
+    both = "4957 training rows; data.eval_size is 9999 but it has 500 evaluation rows: "
+    with pytest.raises(ConfigError, match=both + "pass --pool-size 4957 --eval-size 500 "):
+        loop.run(small(**{"data.pool_size": 99999, "data.eval_size": 9999}), tmp_path / "run3")
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
 
 
 def test_star_writes_ece_and_scores_the_base_model_once(tmp_path, caplog):

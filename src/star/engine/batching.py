@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from star.tasks.spec import Example
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100  # label of positions that carry no loss and no score (prompt, padding)
 
@@ -32,10 +35,30 @@ def encode(
     examples = list(examples)
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    _say_cut(prompts, max_prompt_tokens, "prompt", "the end", "--max-prompt-tokens")
+    _say_cut(targets, max_target_tokens, "answer", "the start", "--max-target-tokens")
     return [
         Encoded(p[-max_prompt_tokens:], t[:max_target_tokens])
         for p, t in zip(prompts, targets, strict=True)
     ]
+
+
+def _say_cut(ids: list[list[int]], limit: int, what: str, kept: str, option: str) -> None:
+    """A warning when texts lose tokens: a long document cut to its end can lose what decides
+    its label, and nothing else would tell the user."""
+    cut = [len(i) for i in ids if len(i) > limit]
+    if cut:
+        log.warning(
+            "%d of %d %ss are longer than %d tokens (longest %d) and keep only %s: "
+            "raise %s to read them whole",
+            len(cut),
+            len(ids),
+            what,
+            limit,
+            max(cut),
+            kept,
+            option,
+        )
 
 
 @dataclass(frozen=True)

@@ -45,16 +45,20 @@ class Splits:
 def load_splits(config: RunConfig, task: Task) -> Splits:
     """Pool from the train rows (seeded sample), evaluation rows from the test rows (fixed)."""
     train, test = task.train, task.eval
-    for name, size, rows in (
-        ("pool_size", config.data.pool_size, train),
-        ("eval_size", config.data.eval_size, test),
-    ):
-        if size is not None and size > len(rows):
-            option = "--" + name.replace("_", "-")
-            raise ConfigError(
-                f"data.{name} is {size} but {config.task} has {len(rows)} rows: "
-                f"pass {option} {len(rows)} (or fewer) to use them all"
-            )
+    short = [
+        (name, size, len(rows), kind)
+        for name, size, rows, kind in (
+            ("pool_size", config.data.pool_size, train, "training"),
+            ("eval_size", config.data.eval_size, test, "evaluation"),  # a task file's: held out
+        )
+        if size is not None and size > len(rows)
+    ]
+    if short:  # both at once: a user fixes the command once
+        said = "; ".join(
+            f"data.{n} is {size} but it has {have} {kind} rows" for n, size, have, kind in short
+        )
+        options = " ".join(f"--{n.replace('_', '-')} {have}" for n, _, have, _ in short)
+        raise ConfigError(f"{config.task}: {said}: pass {options} (or fewer) to use them all")
     pool = sample(train, config.data.pool_size, config.seed)
     budget = config.loop.sizes()[-1]
     if budget > len(pool):
