@@ -16,39 +16,20 @@ cannot say.
 
 from __future__ import annotations
 
-import csv
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-from star.experiment.report import RunResult
+from star.experiment.report import read_runs_csv
 from star.experiment.statistics import detectable_difference, paired_interval, pooled_interval
-
-
-def read_aulc(report: Path) -> dict[str, dict[int, float]]:
-    """AULC per strategy label and seed, from the report's runs.csv."""
-    rows = defaultdict(lambda: defaultdict(list))
-    with open(report / "runs.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            rows[row["strategy"]][int(row["seed"])].append(row)
-    out = {}
-    for label, seeds in rows.items():
-        out[label] = {}
-        for seed, rounds in seeds.items():
-            rounds.sort(key=lambda r: int(r["round"]))
-            n = [int(r["n_labeled"]) for r in rounds]
-            acc = [float(r["accuracy"]) for r in rounds]
-            out[label][seed] = RunResult(Path(rounds[0]["run"]), label, seed, n, acc, []).aulc()
-    return out
 
 
 def paired(report: Path, label: str) -> list[float]:
     """Candidate minus random, per seed both ran (over the rounds each run finished)."""
-    aulc = read_aulc(report)
-    if label not in aulc or "random" not in aulc:
-        sys.exit(f"{report}: no lines {label!r} and 'random' (it has {sorted(aulc)})")
-    seeds = sorted(set(aulc[label]) & set(aulc["random"]))
-    return [aulc[label][s] - aulc["random"][s] for s in seeds]
+    groups = read_runs_csv(report / "runs.csv")
+    if label not in groups or "random" not in groups:
+        sys.exit(f"{report}: no lines {label!r} and 'random' (it has {sorted(groups)})")
+    base = {r.seed: r.aulc() for r in groups["random"]}
+    return [r.aulc() - base[r.seed] for r in groups[label] if r.seed in base]
 
 
 def main(args: list[str]) -> None:

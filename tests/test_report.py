@@ -15,7 +15,14 @@ from conftest import flags
 
 from star import config as cfg
 from star.cli import main
-from star.experiment.report import RunResult, by_variant, find_runs, reach_table
+from star.experiment.report import (
+    RunResult,
+    by_variant,
+    find_runs,
+    paired_table,
+    reach_table,
+    read_runs_csv,
+)
 from star.experiment.statistics import (
     detectable_difference,
     labels_to_reach,
@@ -168,6 +175,22 @@ def test_a_setting_that_differs_within_a_strategy_is_its_own_line(sweeps, tmp_pa
     assert "| pe (b_decay=0.0) | 2 |" in summary and "| pe (b_decay=0.5) | 1 |" in summary
     assert re.search(r"\| pe \(b_decay=0\.5\) \| 1 \| [+-]\d\.\d{3} \[one seed\] \| — \|", summary)
     assert (out / "reliability_pe_b_decay-0.5.png").stat().st_size > 1000
+
+
+def test_runs_csv_reads_back_as_the_groups_it_was_written_from(sweeps, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(sweeps), "--out", str(out), "--aulc-axis", "log-labels"]) == 0
+    groups = by_variant(find_runs([sweeps], log_axis=True))
+    back = read_runs_csv(out / "runs.csv", log_axis=True)
+    assert sorted(back) == sorted(groups)
+    for label, runs in groups.items():
+        got = sorted(back[label], key=lambda r: r.seed)
+        for r, b in zip(sorted(runs, key=lambda r: r.seed), got, strict=True):
+            assert (b.seed, b.n_labeled, str(b.path)) == (r.seed, r.n_labeled, str(r.path))
+            for m in ("accuracy", "ece", "nll", "brier"):
+                assert getattr(b, m) == pytest.approx(getattr(r, m), abs=1e-6)
+            assert b.aulc() == pytest.approx(r.aulc(), abs=1e-6)
+    assert paired_table(back) == paired_table(groups)  # the tables recompute from the csv
 
 
 def test_report_of_the_first_round_only(sweeps, tmp_path):

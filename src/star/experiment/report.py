@@ -227,7 +227,7 @@ def calibration_table(groups: dict[str, list[RunResult]], metric: str) -> str:
 Pair = tuple[RunResult, RunResult]  # (a strategy's run, random's run of the same seed)
 
 
-def _paired(groups: dict[str, list[RunResult]]) -> list[tuple[str, list[Pair], int]] | str:
+def paired_runs(groups: dict[str, list[RunResult]]) -> list[tuple[str, list[Pair], int]] | str:
     """(variant, its runs paired with random's by seed, rounds all pairs finished) for every
     variant but random; or why nothing pairs."""
     baselines = [name for name, group in groups.items() if group[0].strategy == "random"]
@@ -247,7 +247,7 @@ def _paired(groups: dict[str, list[RunResult]]) -> list[tuple[str, list[Pair], i
 
 
 def paired_table(groups: dict[str, list[RunResult]]) -> str:
-    found = _paired(groups)
+    found = paired_runs(groups)
     if isinstance(found, str):
         return found
     lines = [
@@ -267,10 +267,18 @@ def paired_table(groups: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reach_on_mean_curves(pairs: list[Pair], k: int) -> tuple[float, float | None]:
+    """Random's mean accuracy after k rounds, and the labels at which the strategy's mean curve
+    over the same seeds reaches it (None: never within k rounds)."""
+    mean = [sum(r.accuracy[i] for r, _ in pairs) / len(pairs) for i in range(k)]
+    target = sum(b.accuracy[k - 1] for _, b in pairs) / len(pairs)
+    return target, labels_to_reach(pairs[0][0].n_labeled[:k], mean, target)
+
+
 def reach_table(groups: dict[str, list[RunResult]]) -> str:
     """Labels each strategy needs to reach random's final accuracy, as a share of random's:
     on the mean curves over the paired seeds, and seed by seed (how many seeds get there)."""
-    found = _paired(groups)
+    found = paired_runs(groups)
     if isinstance(found, str):
         return found
     lines = [
@@ -280,9 +288,7 @@ def reach_table(groups: dict[str, list[RunResult]]) -> str:
     ]
     for name, pairs, k in found:
         x = pairs[0][0].n_labeled[:k]
-        mean = [sum(r.accuracy[i] for r, _ in pairs) / len(pairs) for i in range(k)]
-        target = sum(b.accuracy[k - 1] for _, b in pairs) / len(pairs)
-        need = labels_to_reach(x, mean, target)
+        target, need = reach_on_mean_curves(pairs, k)
         each = [
             labels_to_reach(r.n_labeled[:k], r.accuracy[:k], b.accuracy[k - 1]) for r, b in pairs
         ]
@@ -378,6 +384,27 @@ def _runs_csv(groups: dict[str, list[RunResult]], path: Path) -> Path:
                     values = (r.accuracy[k], r.ece[k], r.nll[k], r.brier[k])
                     w.writerow([name, r.seed, k, n, *(f"{v:.6f}" for v in values), r.path])
     return path
+
+
+def read_runs_csv(path: Path, log_axis: bool = False) -> dict[str, list[RunResult]]:
+    """A committed report's runs.csv back as its groups (label -> runs, by seed), so its tables
+    can be recomputed, and reports of several benchmarks compared, without the run directories."""
+    rows: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows[row["strategy"]][int(row["seed"])].append(row)
+    groups = {}
+    for label, seeds in rows.items():
+        groups[label] = []
+        for seed, rounds in sorted(seeds.items()):
+            rounds.sort(key=lambda r: int(r["round"]))
+            col = {m: [float(r[m]) for r in rounds] for m in ("accuracy", "ece", "nll", "brier")}
+            n = [int(r["n_labeled"]) for r in rounds]
+            run = Path(rounds[0]["run"])
+            groups[label].append(RunResult(run, label, seed, n, **col, log_axis=log_axis))
+    if not groups:
+        raise StarError(f"{path}: no runs")
+    return groups
 
 
 def _plots(groups: dict[str, list[RunResult]], out: Path) -> list[Path]:
