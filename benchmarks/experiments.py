@@ -3,9 +3,10 @@
 One fixed small sweep on the embedded model (trec, strategies random, pe and star, 2 seeds,
 3 rounds) runs three times, each from an empty signal cache:
   1. off:    every saving off: one run at a time on every core (the old `--jobs 1`), no
-             signal cache, no merged passes;
+             signal cache, no merged passes, every round trained by its own run;
   2. exact:  the exact savings: one single-thread run per core, costliest first, the signal
-             cache, merged passes where they pay; every run must select exactly the ids and
+             cache, merged passes where they pay, a round trained once where runs share it
+             (random's and pe's round 0); every run must select exactly the ids and
              report exactly the accuracies of (1);
   3. approx: (2) plus the approximations: two-stage MC and candidate subsampling.
 Then a labelling project on BANKING77's 9,999 training texts, after one trained round:
@@ -44,7 +45,16 @@ SWEEP = [
     "--epochs", "2",
     "--batch-size", "4",
 ]  # fmt: skip
-OFF = ["--jobs", "1", "--signal-cache", "false", "--merge-lora", "false"]
+OFF = [
+    "--jobs",
+    "1",
+    "--signal-cache",
+    "false",
+    "--merge-lora",
+    "false",
+    "--reuse-training",
+    "false",
+]
 APPROX = ["--mc-top", "30", "--max-candidates", "100"]
 MC_ONLY = ["--mc-top", "30", "--strategies", "star"]
 

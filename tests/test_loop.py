@@ -113,8 +113,9 @@ def test_kill_during_scoring_redoes_the_round(full_run, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         loop.run(small(), tmp_path / "run")
     monkeypatch.setattr(loop.Run, "select", real_select)
-    loop.run(small(), tmp_path / "run")
+    resumed = loop.run(small(), tmp_path / "run")
     assert (tmp_path / "run" / "labeled.jsonl").read_text() == (out / "labeled.jsonl").read_text()
+    assert resumed[1]["trained_in"] == str(tmp_path / "run")  # its own training, not redone
 
 
 def test_finished_run_reruns_nothing(full_run, tmp_path):
@@ -129,6 +130,28 @@ def test_finished_run_reruns_nothing(full_run, tmp_path):
     del saved["loop"]["init_by"], saved["uncertainty"]["target"]
     (copy / "config.yaml").write_text(yaml.safe_dump(saved))
     assert loop.run(small(), copy) == metrics
+
+
+def test_a_sweep_trains_a_shared_round_once_and_gets_what_training_gets(full_run, tmp_path):
+    """pe after random in one folder: round 0 (the same random labels and seeds) loads random's
+    adapter, and the run is what pe trained alone (full_run) made, to the byte."""
+    out, alone = full_run
+    sweep = tmp_path / "sweep"
+    loop.run(small(strategy="random"), sweep / "random")
+    reused = loop.run(small(), sweep / "pe")
+    assert reused[0]["trained_in"] == str(sweep / "random")
+    assert all("trained_in" not in m for m in reused[1:])  # pe's labels from round 1 on
+    fields = ("n_labeled", "accuracy", "ece", "train_loss")
+    assert [[m[f] for f in fields] for m in reused] == [[m[f] for f in fields] for m in alone]
+    assert (sweep / "pe" / "labeled.jsonl").read_text() == (out / "labeled.jsonl").read_text()
+    for k in range(3):
+        adapter = f"rounds/{k:03d}/adapter/adapter_model.safetensors"
+        assert (sweep / "pe" / adapter).read_bytes() == (out / adapter).read_bytes()
+    # another training setting, or reuse switched off, trains round 0 itself
+    other = loop.run(small(**{"train.lr": 1e-3, "loop.rounds": 1}), sweep / "other")
+    off = loop.run(small(**{"inference.reuse_training": False, "loop.rounds": 1}), sweep / "off")
+    assert "trained_in" not in other[0] and "trained_in" not in off[0]
+    assert off[0]["train_loss"] == alone[0]["train_loss"]
 
 
 def test_different_config_is_refused_naming_the_keys(full_run):

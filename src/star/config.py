@@ -268,6 +268,13 @@ class InferenceConfig:
         "keep base-model signals under $STAR_CACHE/signals, shared by every run on the "
         "machine (exact: the same numbers are reused)",
     )
+    reuse_training: bool = _opt(
+        True,
+        "a round whose training inputs (base weights, LoRA and training settings, seeds, the "
+        "labelled examples in order) match a round already trained in this run directory or "
+        "another in the same folder (a sweep) loads that adapter instead of training again: "
+        "a sweep's strategies share round 0 (exact: the same adapter)",
+    )
     merge_lora: bool | None = _opt(
         None,
         "fold the adapter into the weights for deterministic passes (evaluation, plain "

@@ -13,6 +13,9 @@ re-running a step makes the same choice.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from star.engine.batching import Encoded, encode
 from star.engine.cache import SignalCache, signal_root
 from star.engine.generate import answer_length
 from star.engine.options import option_ids
-from star.engine.signals import PoolSignals, SignalSettings, base_cache
+from star.engine.signals import PoolSignals, SignalSettings, base_cache, base_fingerprint
 from star.engine.train import train_adapter
 from star.errors import ConfigError
 from star.method import stopping
@@ -44,8 +47,10 @@ from star.seeds import (
     subset,
 )
 from star.tasks.spec import Example, TaskSpec
+from star.version import __version__
 
 Options = tuple[tuple[str, ...], list[list[int]]]  # a label set and each label's token ids
+TRAINING_KEY_VERSION = 1  # bump when training changes what the same inputs produce
 
 
 def memory_need(config: RunConfig, encoded: Sequence[Encoded], on) -> memory.Need:
@@ -154,6 +159,30 @@ class Learner:
             derived_seed(seed, round, TRAIN),
         )
         return model, loss
+
+    def training_key(self, round: int, labelled: Sequence[Example]) -> str:
+        """sha256 of everything `train` reads: two rounds with the same key train the same
+        adapter (a sweep's strategies share round 0: the same random labels and seeds)."""
+        items = [[x.prompt_ids, x.target_ids] for x in self.encode(labelled)]
+        seed = self.config.seed
+        text = json.dumps(
+            {
+                "version": [TRAINING_KEY_VERSION, __version__],
+                "weights": base_fingerprint(self.base),
+                "dtype": str(self.dtype),
+                "quantize": self.config.model.quantize,
+                "device": models.device().type,
+                "processes": distributed.world_size(),
+                "lora": dataclasses.asdict(self.config.lora),
+                "train": dataclasses.asdict(self.config.train),
+                "seeds": [derived_seed(seed, round, LORA), derived_seed(seed, round, TRAIN)],
+                "eos": self.tokenizer.eos_token_id,
+                "pad": self.tokenizer.pad_token_id,
+                "items": items,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def load_adapter(self, folder: Path):
         """The base model with a saved round's adapter (a project's later commands)."""

@@ -87,12 +87,13 @@ def base_cache(
         return SignalCache(None, f"memory-{kind}")
     if kind == "embeddings":  # a prompt's embedding depends on nothing else
         return SignalCache(
-            root, namespace(kind="base-embeddings", weights=_fingerprint(model), dtype=str(dtype))
+            root,
+            namespace(kind="base-embeddings", weights=base_fingerprint(model), dtype=str(dtype)),
         )
     space = namespace(
         kind="base-scores+prior",
         start=settings.start_id,
-        weights=_fingerprint(model),
+        weights=base_fingerprint(model),
         dtype=str(dtype),
         target=settings.target,
         length_norm=settings.length_norm,
@@ -104,7 +105,7 @@ def base_cache(
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(model) -> str:
+def base_fingerprint(model) -> str:
     """Once per loaded model: its base weights never change (see `models.merged`)."""
     lm = causal_lm(model)
     if lm not in _FINGERPRINTS:

@@ -132,9 +132,9 @@ class Run:
             seconds["init"] = self._init_seconds
         clock = time.perf_counter()
         train_set = self.labelled(labeled)
-        model, loss = self.learner.train(k, train_set)
+        model, loss, key, source = self.train(k, train_set)
         try:
-            self.dir.save_adapter(model, k)
+            self.dir.save_adapter(model, k, key, loss)
             seconds["train"] = time.perf_counter() - clock
 
             clock = time.perf_counter()
@@ -164,8 +164,30 @@ class Run:
             "train_loss": loss,
             "seconds": round(sum(seconds.values()), 2),
             "seconds_per_phase": {name: round(s, 2) for name, s in seconds.items()},
+            **({"trained_in": str(source)} if source else {}),
             **stop_row,
         }
+
+    def train(self, k: int, train_set: list[Example]) -> tuple[object, float, str, Path | None]:
+        """Round k's adapter: loaded where a round with the same training key already trained
+        it (`inference.reuse_training`), else trained. Returns (model, loss, key, the run it
+        was loaded from or None)."""
+        key = self.learner.training_key(k, train_set)
+        found = self.dir.trained(k, key) if self.config.inference.reuse_training else None
+        if found is not None:
+            adapter, loss = found
+            try:
+                model = self.learner.load_adapter(adapter)
+            except (OSError, ValueError) as e:  # replaced while read: train it here
+                log.warning("round %d: could not load %s (%s); training instead", k, adapter, e)
+            else:
+                source = adapter.parents[2]
+                log.info(
+                    "round %d: the same training already ran in %s; its adapter is used", k, source
+                )
+                return model, loss, key, source
+        model, loss = self.learner.train(k, train_set)
+        return model, loss, key, None
 
     def labelled(self, labeled: dict[str, int]) -> list[Example]:
         """The labelled pool examples, in pool order (the order training reads them in)."""

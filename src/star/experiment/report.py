@@ -41,6 +41,7 @@ NOT_A_VARIANT = (
     "inference.batch_tokens",
     "inference.eval_batch_size",
     "inference.signal_cache",
+    "inference.reuse_training",
     "inference.merge_lora",
 )
 CALIBRATION = (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"))

@@ -8,6 +8,9 @@ Layout:
     rounds/NNN/eval.jsonl    per-example predictions on the evaluation split
     rounds/NNN/selected.jsonl  {"id", "score", "rank"} chosen after round NNN
     rounds/NNN/adapter/      the round's PEFT adapter (safetensors)
+    rounds/NNN/training.json {"key", "train_loss"}: what trained the adapter
+                             (`Learner.training_key`): a run in the same folder whose round
+                             has the same key loads this adapter instead of training
 
 A round counts as finished only once its metrics line is written, after everything else; a
 run killed earlier redoes that round, and labels written for a round that never committed are
@@ -16,6 +19,7 @@ ignored. Nothing is derived from file or directory names.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -154,6 +158,26 @@ class RunDir:
     def write_metrics(self, rows: list[dict]) -> None:
         self.write_rows(self.metrics_path, rows)
 
-    def save_adapter(self, model, round: int) -> None:
+    def save_adapter(self, model, round: int, key: str, loss: float) -> None:
+        """The round's adapter, then what trained it (written last: a reader that finds the
+        key finds the whole adapter)."""
         if self.writer:
             save_adapter(model, self.round_dir(round) / "adapter")
+            atomic_write(
+                self.round_dir(round) / "training.json",
+                json.dumps({"key": key, "train_loss": loss}),
+            )
+
+    def trained(self, round: int, key: str) -> tuple[Path, float] | None:
+        """(adapter folder, its training loss) of a round `round` trained from this key, in
+        this run or another in the same folder (a sweep's); None if there is none. Every
+        process looks (the files exist before the round starts), so all decide alike."""
+        for found in sorted(self.path.parent.glob(f"*/rounds/{round:03d}/training.json")):
+            try:
+                saved = json.loads(found.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: never trusted
+            adapter = found.parent / "adapter"
+            if saved.get("key") == key and (adapter / "adapter_model.safetensors").is_file():
+                return adapter, float(saved["train_loss"])
+        return None
