@@ -2,6 +2,7 @@
 tasks, label-set detection, the held-out split, checksums, and the bad-input table."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,32 @@ def test_a_task_file_resolves_columns_labels_split_and_checksum(tmp_path):
     first = task.train[0]
     assert first.prompt == "item number 0 is red\nAnswer with one of: blue, green, red.\nAnswer:"
     assert (first.target, first.answer) == (" red", "red")
+
+
+def test_a_small_file_uses_all_its_rows_where_a_setting_asks_for_more(tmp_path, caplog):
+    """The room study's sizes (pool 2,000, 500 evaluation rows) on a file of 60: all 48
+    training and 12 held-out rows, said once, recorded in the config; a resume agrees."""
+    path = rows_file(tmp_path / "small.jsonl", labelled(60))
+    given = {"data.prompt_field": "text", "data.answer_field": "label"}
+    sizes = {"data.pool_size": 2000, "data.eval_size": 500}
+    with caplog.at_level(logging.WARNING, logger="star.tasks.resolve"):
+        config, task = resolved(task=str(path), **given, **sizes)
+    assert (config.data.pool_size, config.data.eval_size) == (48, 12)
+    assert (len(task.train), len(task.eval)) == (48, 12)
+    assert [r.getMessage() for r in caplog.records] == [
+        "small.jsonl: data.pool_size 2000 is more than its 48 training rows; data.eval_size "
+        "500 is more than its 12 evaluation rows: all are used"
+    ]
+    fits = resolved(task=str(path), **given, **{"data.pool_size": 40})[0]
+    assert (fits.data.pool_size, fits.data.eval_size) == (40, None)  # a size that fits stays
+    out = tmp_path / "run"
+    args = ["run", "--task", str(path), "--prompt-field", "text", "--answer-field", "label"]
+    sized = [*TINY, "--pool-size", "2000", "--eval-size", "500", "--schedule", "8"]
+    assert main([*args, *sized, "--out", str(out)]) == 0
+    assert main([*args, *sized, "--out", str(out)]) == 0  # the same command resumes
+    assert len((out / "rounds/000/eval.jsonl").read_text().splitlines()) == 12
+    too_many = main([*args, *sized[:-1], "64", "--out", str(tmp_path / "r2")])
+    assert too_many == 2  # the budget must still fit the pool: one line says how
 
 
 def test_a_file_without_ids_numbers_its_rows_and_resumes(tmp_path, capsys):

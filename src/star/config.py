@@ -67,9 +67,15 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     pool_size: int | None = _opt(
-        None, "unlabelled pool: this many train rows (seeded); all if unset"
+        None,
+        "unlabelled pool: this many train rows (seeded); all if unset (a task file with "
+        "fewer: all it has)",
     )
-    eval_size: int | None = _opt(None, "evaluation rows from the test split (fixed); all if unset")
+    eval_size: int | None = _opt(
+        None,
+        "evaluation rows from the test split (fixed); all if unset (a task file with fewer: "
+        "all it has)",
+    )
     test: str | None = _opt(
         None,
         "task file only: a labelled file of evaluation rows (same columns, no text in common "

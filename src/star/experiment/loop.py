@@ -64,7 +64,8 @@ def load_splits(config: RunConfig, task: Task) -> Splits:
     if budget > len(pool):
         raise ConfigError(
             f"the labelling budget (the last round's labelled set, {budget}) "
-            f"exceeds the pool of {len(pool)} examples"
+            f"exceeds the pool of {len(pool)} examples: pass a --schedule (or --rounds) "
+            f"that ends at {len(pool)} or fewer"
         )
     return Splits(pool, sample(test, config.data.eval_size, EVAL_SAMPLE_SEED))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from star.tasks.extract import normalised_text
 from star.tasks.reading import Fields, Item, has_column, read_items
 from star.tasks.registry import BUILTIN_FIELDS, TASKS, builtin_items
 from star.tasks.spec import Example, TaskSpec, classification
+
+log = logging.getLogger(__name__)
 
 # The evaluation subset is the same for every run seed, so seeds differ only in what they label.
 EVAL_SAMPLE_SEED = 0
@@ -187,6 +190,7 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Task]:
         _check_template(spec)
         train, test = _examples(spec, rows), _examples(spec, test_rows)
         resolved = {f"{n}_field": getattr(fields, n) for n in ("id", "prompt", "answer", "choices")}
+        resolved |= fitted_sizes(d.pool_size, d.eval_size, len(train), len(test), path.name)
         if row_ids or test_ids:  # saved unset, so a resumed run numbers the rows again
             resolved["id_field"] = None
         resolved |= {"labels": labels}
@@ -207,6 +211,24 @@ def resolve(config: RunConfig) -> tuple[RunConfig, Task]:
         inference=dataclasses.replace(config.inference, eval_mode=mode),
     )
     return config, Task(spec, train, test)
+
+
+def fitted_sizes(
+    pool_size: int | None, eval_size: int | None, train: int, test: int, name: str
+) -> dict[str, int | None]:
+    """A task file's pool and evaluation sizes as caps: a file with fewer rows than a setting
+    asks for (the room study's config on a small data set) uses all it has, says so, and the
+    config records the sizes used. Built-in tasks keep their sizes exact (`load_splits`)."""
+    sizes = {"pool_size": pool_size, "eval_size": eval_size}
+    cut = []
+    for key, have, kind in (("pool_size", train, "training"), ("eval_size", test, "evaluation")):
+        asked = sizes[key]
+        if asked is not None and asked > have:
+            cut.append(f"data.{key} {asked} is more than its {have} {kind} rows")
+            sizes[key] = have
+    if cut:
+        log.warning("%s: %s: all are used", name, "; ".join(cut))
+    return sizes
 
 
 def _check_template(spec: TaskSpec) -> None:
